@@ -1,0 +1,101 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Shares PrivateImages of this namespace with other tenants (namespaces). Each recipient then
+/// accepts, rejects or removes the offer with a ShareAcceptance in its own namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ims.imageshare.io",
+    version = "v1alpha1",
+    kind = "ImageShare",
+    plural = "imageshares",
+    shortname = "ishare",
+    category = "ims",
+    namespaced,
+    cel,
+    status = "ImageShareStatus",
+    printcolumn = r#"{"name":"Offered","type":"integer","jsonPath":".status.offered","description":"Offered (image, recipient) pairs"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"integer","jsonPath":".status.accepted","description":"Accepted (image, recipient) pairs"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".spec.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageShareSpec {
+    /// Names of PrivateImages in this namespace to share (1-30, no duplicates).
+    #[schemars(
+        length(min = 1, max = 30),
+        inner(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub images: Vec<String>,
+
+    /// Namespaces (tenants) to share the images with (1-128, no duplicates). The per-image
+    /// recipient limit counts across all ImageShares of an image.
+    #[schemars(
+        length(min = 1, max = 128),
+        inner(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub recipients: Vec<String>,
+
+    /// When set, the share offers nothing from this time on (RFC 3339) and access is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+}
+
+/// Observed state of an ImageShare, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageShareStatus {
+    /// The metadata.generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready: True/AllOffered when every listed (image, recipient) pair is offered; otherwise
+    /// the reason of the first failing rule and a message naming every pair not offered.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// One entry per listed image with the recipients it is offered to, by share state. A
+    /// pair that is not offered is in none of the lists.
+    #[serde(default)]
+    #[schemars(length(max = 30))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub images: Vec<SharedImageStatus>,
+    /// Number of offered (image, recipient) pairs.
+    #[serde(default)]
+    pub offered: i32,
+    /// Number of accepted (image, recipient) pairs.
+    #[serde(default)]
+    pub accepted: i32,
+}
+
+/// Recipients of one image by share state (sorted namespace names).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedImageStatus {
+    /// The PrivateImage name.
+    pub name: String,
+    /// Offered, not yet answered.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub pending: Vec<String>,
+    /// Accepted: these recipients may use the image.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub accepted: Vec<String>,
+    /// Rejected by the recipient.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub rejected: Vec<String>,
+    /// Removed by the recipient after accepting.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub removed: Vec<String>,
+}

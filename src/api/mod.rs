@@ -1,0 +1,70 @@
+//! The three custom resources of `ims.imageshare.io/v1alpha1` (SPEC §2).
+//!
+//! Types only: no I/O. Validation that the API server can do on its own (enums, ranges, sizes,
+//! patterns, CEL rules) lives here in the schema, so `kubectl apply` rejects bad input.
+
+mod image_share;
+mod private_image;
+mod share_acceptance;
+pub mod validation;
+
+pub use image_share::*;
+pub use private_image::*;
+pub use share_acceptance::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResourceExt;
+
+/// The API group of every kind of this operator.
+pub const GROUP: &str = "ims.imageshare.io";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in manifests.
+pub const API_VERSION: &str = "ims.imageshare.io/v1alpha1";
+
+/// A Kubernetes DNS-1123 label: namespaces and the names an ImageShare refers to.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A Kubernetes DNS-1123 subdomain: PVC and VirtualMachine names.
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// The condition type every kind reports.
+pub const READY: &str = "Ready";
+
+/// All CRDs of the operator, in the order `ims-operator crd` prints them.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![PrivateImage::crd(), ImageShare::crd(), ShareAcceptance::crd()]
+}
+
+/// The `Ready` condition of a status, if any.
+pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == READY)
+}
+
+/// Share state of an offered (image, recipient) pair (SPEC §3).
+#[derive(
+    serde::Serialize, serde::Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum ShareState {
+    Pending,
+    Accepted,
+    Rejected,
+    Removed,
+}
+
+impl ShareState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareState::Pending => "Pending",
+            ShareState::Accepted => "Accepted",
+            ShareState::Rejected => "Rejected",
+            ShareState::Removed => "Removed",
+        }
+    }
+}
+
+impl std::fmt::Display for ShareState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

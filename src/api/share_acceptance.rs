@@ -1,0 +1,155 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{Architecture, FileSource, ImageType, OsType, ShareState};
+
+/// A recipient's answer to images another tenant shares with this namespace: accept, reject or
+/// remove them, by name or all at once.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ims.imageshare.io",
+    version = "v1alpha1",
+    kind = "ShareAcceptance",
+    plural = "shareacceptances",
+    shortname = "sacc",
+    category = "ims",
+    namespaced,
+    cel,
+    status = "ShareAcceptanceStatus",
+    printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".spec.owner"}"#,
+    printcolumn = r#"{"name":"Decision","type":"string","jsonPath":".spec.decision"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareAcceptanceSpec {
+    /// The namespace of the tenant that shares the images. Immutable.
+    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("owner is immutable; create another ShareAcceptance instead"))]
+    pub owner: String,
+
+    /// Names of the owner's images this decision applies to. Empty: every image the owner
+    /// offers to this namespace. A decision that names an image beats one that covers all.
+    #[serde(default)]
+    #[schemars(
+        length(max = 1000),
+        inner(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub images: Vec<String>,
+
+    /// Accept (the default), Reject or Remove. Between equally specific acceptances, Remove
+    /// beats Reject beats Accept.
+    #[serde(default)]
+    pub decision: Decision,
+}
+
+/// A recipient's decision.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum Decision {
+    #[default]
+    Accept,
+    Reject,
+    Remove,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accept => "Accept",
+            Decision::Reject => "Reject",
+            Decision::Remove => "Remove",
+        }
+    }
+    /// The share state this decision produces.
+    pub fn state(self) -> ShareState {
+        match self {
+            Decision::Accept => ShareState::Accepted,
+            Decision::Reject => ShareState::Rejected,
+            Decision::Remove => ShareState::Removed,
+        }
+    }
+}
+
+/// Observed state of a ShareAcceptance, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareAcceptanceStatus {
+    /// The metadata.generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready: True/Applied when this acceptance decides at least one offered image;
+    /// False/NothingOffered when the owner offers nothing it covers; False/Conflict when an
+    /// equally specific acceptance with a stronger decision overrides it.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// "Shared with me": every image the owner offers to this namespace (at most 1000, by
+    /// name), with its state.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub images: Vec<ReceivedImage>,
+    /// How many more offered images there are beyond the listed ones.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_images: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// One image offered to this namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedImage {
+    /// The PrivateImage name in the owner's namespace.
+    pub name: String,
+    /// Pending, Accepted, Rejected or Removed.
+    pub state: ShareState,
+    /// How the state was decided: NoDecision, ThisAcceptance, NamedAcceptance (a ShareAcceptance
+    /// that names the image overrides this one), OtherAcceptance, or Conflict (an equally
+    /// specific ShareAcceptance with a stronger decision wins).
+    pub reason: String,
+    /// The ShareAcceptance whose decision is in effect, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// When the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub image_type: ImageType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_type: Option<OsType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    pub architecture: Architecture,
+    #[serde(rename = "diskSizeGiB")]
+    pub disk_size_gib: i32,
+    /// How to use the image; present only while Accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<AcceptedSource>,
+}
+
+/// Where an accepted image's content can be read from.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedSource {
+    /// The owner's namespace.
+    pub namespace: String,
+    /// The image file, for a file source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSource>,
+    /// The PersistentVolumeClaim to clone (e.g. as a CDI DataVolume source), for a volume
+    /// source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<String>,
+    /// The VirtualMachine, for a server source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine: Option<String>,
+}

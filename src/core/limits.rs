@@ -1,0 +1,80 @@
+//! Per-tenant limits and regions (SPEC §3.1, §3.2).
+
+use crate::config::{Limit, UNLIMITED};
+
+use super::snapshot::Snapshot;
+
+/// Namespace annotation overriding the private-images limit of one tenant.
+pub const LIMIT_PRIVATE_IMAGES: &str = "ims.imageshare.io/limit.private-images";
+/// Namespace annotation overriding the shared-images limit of one tenant.
+pub const LIMIT_SHARED_IMAGES: &str = "ims.imageshare.io/limit.shared-images";
+/// Namespace annotation overriding the recipients-per-image limit of one tenant.
+pub const LIMIT_RECIPIENTS_PER_IMAGE: &str = "ims.imageshare.io/limit.recipients-per-image";
+/// Namespace label naming its region.
+pub const REGION_LABEL: &str = "ims.imageshare.io/region";
+
+/// The limits in force for one tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantLimits {
+    pub private_images: Limit,
+    pub shared_images: Limit,
+    pub recipients_per_image: Limit,
+    /// Annotations that could not be used (the default applies), as messages.
+    pub invalid_annotations: Vec<String>,
+}
+
+/// Whether `used` items leave room for one more under `limit`.
+pub fn has_room(limit: Limit, used: usize) -> bool {
+    limit == UNLIMITED || (used as i64) < limit
+}
+
+/// Human form of a limit.
+pub fn describe(limit: Limit) -> String {
+    if limit == UNLIMITED {
+        "unlimited".into()
+    } else {
+        limit.to_string()
+    }
+}
+
+/// The limits of a tenant: the config defaults, replaced by valid namespace annotations.
+pub fn tenant_limits(snap: &Snapshot, namespace: &str) -> TenantLimits {
+    let defaults = snap.config.limits;
+    let mut limits = TenantLimits {
+        private_images: defaults.private_images_per_tenant,
+        shared_images: defaults.shared_images_per_tenant,
+        recipients_per_image: defaults.recipients_per_image,
+        invalid_annotations: Vec::new(),
+    };
+    let Some(info) = snap.namespace(namespace) else {
+        return limits;
+    };
+    for (key, slot) in [
+        (LIMIT_PRIVATE_IMAGES, &mut limits.private_images),
+        (LIMIT_SHARED_IMAGES, &mut limits.shared_images),
+        (LIMIT_RECIPIENTS_PER_IMAGE, &mut limits.recipients_per_image),
+    ] {
+        let Some(value) = info.annotations.get(key) else {
+            continue;
+        };
+        match value.trim().parse::<i64>() {
+            Ok(n) if n >= UNLIMITED => *slot = n,
+            _ => limits.invalid_annotations.push(format!(
+                "annotation {key}={value:?} is not an integer >= -1; the default {} applies",
+                describe(*slot)
+            )),
+        }
+    }
+    limits
+}
+
+/// The region of an existing namespace: its label, or the operator's region.
+pub fn region_of(snap: &Snapshot, namespace: &str) -> Option<String> {
+    let info = snap.namespace(namespace)?;
+    Some(
+        info.labels
+            .get(REGION_LABEL)
+            .cloned()
+            .unwrap_or_else(|| snap.config.region.clone()),
+    )
+}

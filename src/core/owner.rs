@@ -1,0 +1,429 @@
+//! Owner-side evaluation: which images are admitted and Ready, which (image, recipient) pairs
+//! are offered under the limits, and the state of each offered pair (SPEC §3, §3.1).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kube::ResourceExt;
+
+use crate::api::{self, Decision, ImageShare, PrivateImage, ShareAcceptance, ShareState};
+
+use super::{
+    limits::{TenantLimits, describe, has_room, region_of, tenant_limits},
+    snapshot::{Entry, MachineState, Snapshot, VolumeState, World},
+};
+
+/// Reasons of a PrivateImage's Ready condition.
+pub mod image_reason {
+    pub const AVAILABLE: &str = "Available";
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    pub const INVALID_SOURCE: &str = "InvalidSource";
+    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
+    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
+    pub const SOURCE_UNSUPPORTED: &str = "SourceUnsupported";
+}
+
+/// Why a listed (image, recipient) pair is not offered, in the precedence order of SPEC §2.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    Expired,
+    ImageNotFound,
+    ImageNotReady,
+    ImagePublished,
+    RecipientIsOwner,
+    RecipientNotFound,
+    RegionMismatch,
+    SharedImageLimitExceeded,
+    RecipientLimitExceeded,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Expired => "Expired",
+            Refusal::ImageNotFound => "ImageNotFound",
+            Refusal::ImageNotReady => "ImageNotReady",
+            Refusal::ImagePublished => "ImagePublished",
+            Refusal::RecipientIsOwner => "RecipientIsOwner",
+            Refusal::RecipientNotFound => "RecipientNotFound",
+            Refusal::RegionMismatch => "RegionMismatch",
+            Refusal::SharedImageLimitExceeded => "SharedImageLimitExceeded",
+            Refusal::RecipientLimitExceeded => "RecipientLimitExceeded",
+        }
+    }
+}
+
+/// The verdict on one PrivateImage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageVerdict {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The decision in effect for an offered pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Winner {
+    pub acceptance: String,
+    pub decision: Decision,
+    /// The winning acceptance names the image (rather than covering all).
+    pub named: bool,
+}
+
+/// An offered pair's state and the acceptance that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairState {
+    pub state: ShareState,
+    pub winner: Option<Winner>,
+}
+
+/// Everything decided for one owner tenant.
+#[derive(Clone, Debug)]
+pub struct OwnerEval {
+    pub owner: String,
+    pub limits: TenantLimits,
+    pub region: Option<String>,
+    pub images: BTreeMap<String, ImageVerdict>,
+    /// Offered pairs: image -> recipient -> state.
+    pub offered: BTreeMap<String, BTreeMap<String, PairState>>,
+    /// Offered pairs by recipient: recipient -> images.
+    pub by_recipient: BTreeMap<String, BTreeSet<String>>,
+    /// Images admitted under the shared-images limit.
+    pub shared_images: BTreeSet<String>,
+}
+
+impl OwnerEval {
+    pub fn pair(&self, image: &str, recipient: &str) -> Option<&PairState> {
+        self.offered.get(image)?.get(recipient)
+    }
+
+    /// Images offered to one recipient.
+    pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = &String> {
+        self.by_recipient.get(recipient).into_iter().flat_map(|s| s.iter())
+    }
+
+    /// Why a pair listed by `share` is not offered; `None` when it is offered.
+    pub fn refusal(&self, snap: &Snapshot, share: &ImageShare, image: &str, recipient: &str) -> Option<Refusal> {
+        if is_expired(snap, share) {
+            return Some(Refusal::Expired);
+        }
+        if let Some(r) = self
+            .image_refusal(snap, image)
+            .or_else(|| self.recipient_refusal(snap, recipient))
+        {
+            return Some(r);
+        }
+        if self.pair(image, recipient).is_some() {
+            None
+        } else if self.shared_images.contains(image) {
+            Some(Refusal::RecipientLimitExceeded)
+        } else {
+            Some(Refusal::SharedImageLimitExceeded)
+        }
+    }
+
+    fn image_refusal(&self, snap: &Snapshot, image: &str) -> Option<Refusal> {
+        let Some(verdict) = self.images.get(image) else {
+            return Some(Refusal::ImageNotFound);
+        };
+        if !verdict.ready {
+            return Some(Refusal::ImageNotReady);
+        }
+        let entry = snap.image(&self.owner, image)?;
+        entry.object.spec.published.then_some(Refusal::ImagePublished)
+    }
+
+    fn recipient_refusal(&self, snap: &Snapshot, recipient: &str) -> Option<Refusal> {
+        if recipient == self.owner {
+            return Some(Refusal::RecipientIsOwner);
+        }
+        let Some(region) = region_of(snap, recipient) else {
+            return Some(Refusal::RecipientNotFound);
+        };
+        (self.region.as_deref() != Some(region.as_str())).then_some(Refusal::RegionMismatch)
+    }
+}
+
+/// A share offers nothing once `expiresAt` <= now.
+pub fn is_expired(snap: &Snapshot, share: &ImageShare) -> bool {
+    share.spec.expires_at.as_ref().is_some_and(|t| t.0 <= snap.now)
+}
+
+/// Whether the current status records the image as admitted under the private-images limit.
+fn image_admitted(image: &PrivateImage) -> bool {
+    image
+        .status
+        .as_ref()
+        .and_then(|s| api::ready_condition(&s.conditions))
+        .is_some_and(|c| c.reason != image_reason::QUOTA_EXCEEDED)
+}
+
+/// Evaluates one owner tenant.
+pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
+    let limits = tenant_limits(snap, owner);
+    let region = region_of(snap, owner);
+    let images = judge_images(snap, owner, &limits);
+    let mut eval = OwnerEval {
+        owner: owner.to_string(),
+        limits,
+        region,
+        images,
+        offered: BTreeMap::new(),
+        by_recipient: BTreeMap::new(),
+        shared_images: BTreeSet::new(),
+    };
+    admit_pairs(snap, &mut eval);
+    decide_states(snap, &mut eval);
+    eval
+}
+
+fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> BTreeMap<String, ImageVerdict> {
+    let mut entries: Vec<&Entry<PrivateImage>> = snap.images_in(owner).collect();
+    entries.sort_by(|a, b| a.age.cmp(&b.age));
+    let mut used = entries.iter().filter(|e| image_admitted(&e.object)).count();
+    let mut verdicts = BTreeMap::new();
+    for entry in entries {
+        let image = &entry.object;
+        let admitted = image_admitted(image) || {
+            let room = has_room(limits.private_images, used);
+            if room {
+                used += 1;
+            }
+            room
+        };
+        let verdict = if admitted {
+            judge_source(snap, owner, image)
+        } else {
+            ImageVerdict {
+                ready: false,
+                reason: image_reason::QUOTA_EXCEEDED,
+                message: format!(
+                    "namespace {owner} already has {used} private images, the limit is {}; delete an image or ask an administrator to raise {}",
+                    describe(limits.private_images),
+                    super::limits::LIMIT_PRIVATE_IMAGES
+                ),
+            }
+        };
+        verdicts.insert(image.name_any(), verdict);
+    }
+    verdicts
+}
+
+fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerdict {
+    use image_reason::*;
+    let verdict = |ready, reason, message: String| ImageVerdict { ready, reason, message };
+    let kubevirt = match snap.world {
+        World::Cluster { kubevirt } => kubevirt,
+        World::Offline => true,
+    };
+    let unsupported = || {
+        verdict(
+            false,
+            SOURCE_UNSUPPORTED,
+            "volume and server sources need KubeVirt support: run the operator with --kubevirt (Helm value kubevirt.enabled=true)".into(),
+        )
+    };
+    let source = &image.spec.source;
+    match (&source.file, &source.volume, &source.server) {
+        (Some(file), None, None) if valid_file_url(&file.url) => {
+            verdict(true, AVAILABLE, format!("image file {}", file.url))
+        }
+        (Some(file), None, None) => verdict(
+            false,
+            INVALID_SOURCE,
+            format!(
+                "spec.source.file.url {:?} is not s3://bucket/object or https://host/path",
+                file.url
+            ),
+        ),
+        (None, Some(_), None) | (None, None, Some(_)) if !kubevirt => unsupported(),
+        (None, Some(volume), None) => {
+            let pvc = &volume.persistent_volume_claim;
+            match (snap.volume(owner, pvc), snap.world) {
+                (Some(VolumeState::Bound), _) | (None, World::Offline) => {
+                    verdict(true, AVAILABLE, format!("PersistentVolumeClaim {pvc} is Bound"))
+                }
+                (Some(VolumeState::NotBound), _) => verdict(
+                    false,
+                    SOURCE_NOT_READY,
+                    format!("PersistentVolumeClaim {pvc} is not Bound yet"),
+                ),
+                (None, _) => verdict(
+                    false,
+                    SOURCE_NOT_FOUND,
+                    format!("PersistentVolumeClaim {pvc} not found in namespace {owner}"),
+                ),
+            }
+        }
+        (None, None, Some(server)) => {
+            let vm = &server.name;
+            match (snap.machine(owner, vm), snap.world) {
+                (Some(MachineState::Stopped), _) | (None, World::Offline) => {
+                    verdict(true, AVAILABLE, format!("VirtualMachine {vm} is stopped"))
+                }
+                (Some(MachineState::Running), _) => verdict(
+                    false,
+                    SOURCE_NOT_READY,
+                    format!("VirtualMachine {vm} is running; only a stopped machine can become an image"),
+                ),
+                (None, _) => verdict(
+                    false,
+                    SOURCE_NOT_FOUND,
+                    format!("VirtualMachine {vm} not found in namespace {owner}"),
+                ),
+            }
+        }
+        _ => verdict(
+            false,
+            INVALID_SOURCE,
+            "spec.source must set exactly one of file, volume or server".into(),
+        ),
+    }
+}
+
+/// The URL rule of the schema, checked again because a stored object may predate the schema.
+pub fn valid_file_url(url: &str) -> bool {
+    let rest = url.strip_prefix("s3://").or_else(|| url.strip_prefix("https://"));
+    match rest.and_then(|r| r.split_once('/')) {
+        Some((host, path)) => !host.is_empty() && !path.is_empty() && !url.contains(' '),
+        None => false,
+    }
+}
+
+/// Admits candidate pairs under the shared-images and recipients-per-image limits: what the
+/// current statuses list stays admitted; new items follow oldest first (SPEC §3.1).
+fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
+    let mut shares: Vec<&Entry<ImageShare>> = snap.shares_in(&eval.owner).collect();
+    shares.sort_by(|a, b| a.age.cmp(&b.age));
+
+    let mut admitted: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for share in &shares {
+        for img in share.object.status.iter().flat_map(|s| &s.images) {
+            for r in img
+                .pending
+                .iter()
+                .chain(&img.accepted)
+                .chain(&img.rejected)
+                .chain(&img.removed)
+            {
+                admitted.insert((img.name.as_str(), r.as_str()));
+            }
+        }
+    }
+
+    // Candidate pairs in admission order: oldest share first, then spec order.
+    let mut image_order: Vec<&str> = Vec::new();
+    let mut recipients: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for share in &shares {
+        if is_expired(snap, &share.object) {
+            continue;
+        }
+        for image in &share.object.spec.images {
+            if eval.image_refusal(snap, image).is_some() {
+                continue;
+            }
+            for recipient in &share.object.spec.recipients {
+                if eval.recipient_refusal(snap, recipient).is_some() || !seen.insert((image, recipient)) {
+                    continue;
+                }
+                let list = recipients.entry(image).or_default();
+                if list.is_empty() {
+                    image_order.push(image);
+                }
+                list.push(recipient);
+            }
+        }
+    }
+
+    let limits = &eval.limits;
+    let sticky_images: BTreeSet<&str> = image_order
+        .iter()
+        .copied()
+        .filter(|img| recipients[img].iter().any(|r| admitted.contains(&(*img, *r))))
+        .collect();
+    let mut used_images = sticky_images.len();
+    for image in image_order {
+        let sticky = sticky_images.contains(image);
+        if !sticky {
+            // An image that could get no recipient would not be a shared image.
+            if !has_room(limits.shared_images, used_images) || !has_room(limits.recipients_per_image, 0) {
+                continue;
+            }
+            used_images += 1;
+        }
+        eval.shared_images.insert(image.to_string());
+        let candidates = &recipients[image];
+        let mut chosen: Vec<&str> = candidates
+            .iter()
+            .copied()
+            .filter(|r| admitted.contains(&(image, *r)))
+            .collect();
+        for r in candidates {
+            if !admitted.contains(&(image, *r)) && has_room(limits.recipients_per_image, chosen.len()) {
+                chosen.push(r);
+            }
+        }
+        let pairs = eval.offered.entry(image.to_string()).or_default();
+        for r in chosen {
+            pairs.insert(
+                r.to_string(),
+                PairState {
+                    state: ShareState::Pending,
+                    winner: None,
+                },
+            );
+            eval.by_recipient
+                .entry(r.to_string())
+                .or_default()
+                .insert(image.to_string());
+        }
+    }
+}
+
+/// The winning decision for one image among a recipient's acceptances of one owner: one that
+/// names the image beats one that covers all; between equals the strongest decision wins
+/// (Remove > Reject > Accept), the oldest breaking ties.
+pub fn winner<'a>(acceptances: &[&'a Entry<ShareAcceptance>], image: &str) -> Option<Winner> {
+    let mut best: Option<(&'a Entry<ShareAcceptance>, bool)> = None;
+    for entry in acceptances {
+        let spec = &entry.object.spec;
+        let named = spec.images.iter().any(|i| i == image);
+        if !named && !spec.images.is_empty() {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((b, b_named)) => {
+                (named, spec.decision, std::cmp::Reverse(&entry.age))
+                    > (b_named, b.object.spec.decision, std::cmp::Reverse(&b.age))
+            }
+        };
+        if better {
+            best = Some((entry, named));
+        }
+    }
+    best.map(|(e, named)| Winner {
+        acceptance: e.object.name_any(),
+        decision: e.object.spec.decision,
+        named,
+    })
+}
+
+fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
+    for (recipient, images) in &eval.by_recipient {
+        let acceptances: Vec<&Entry<ShareAcceptance>> = snap.acceptances_for(recipient, &eval.owner).collect();
+        if acceptances.is_empty() {
+            continue;
+        }
+        for image in images {
+            let Some(w) = winner(&acceptances, image) else { continue };
+            let pair = eval
+                .offered
+                .get_mut(image)
+                .and_then(|m| m.get_mut(recipient))
+                .expect("indexed pair exists");
+            pair.state = w.decision.state();
+            pair.winner = Some(w);
+        }
+    }
+}

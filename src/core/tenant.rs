@@ -1,0 +1,509 @@
+//! Per-tenant evaluation: the desired status of every object in one namespace, its grants and
+//! the events to publish.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{
+    AcceptedSource, ImageShare, ImageShareStatus, PrivateImage, PrivateImageStatus, READY, ReceivedImage,
+    RecipientCounts, ShareAcceptance, ShareAcceptanceStatus, ShareState, SharedImageStatus,
+};
+
+use super::{
+    conditions::{condition, name_list},
+    events::{EventSpec, EventType, Regarding, acceptance_events, image_events, share_events},
+    grants::{Grant, build_grant},
+    limits::describe,
+    owner::{OwnerEval, Refusal, evaluate_owner, is_expired},
+    snapshot::{Entry, Snapshot},
+};
+
+/// The most images a ShareAcceptance status lists (SPEC §2.3).
+pub const MAX_RECEIVED_IMAGES: usize = 1000;
+
+/// Reasons of a ShareAcceptance's Ready condition and of its image entries.
+pub mod acceptance_reason {
+    pub const APPLIED: &str = "Applied";
+    pub const NOTHING_OFFERED: &str = "NothingOffered";
+    pub const CONFLICT: &str = "Conflict";
+    pub const NO_DECISION: &str = "NoDecision";
+    pub const THIS_ACCEPTANCE: &str = "ThisAcceptance";
+    pub const NAMED_ACCEPTANCE: &str = "NamedAcceptance";
+    pub const OTHER_ACCEPTANCE: &str = "OtherAcceptance";
+}
+
+/// Reason of an ImageShare whose every pair is offered.
+pub const ALL_OFFERED: &str = "AllOffered";
+
+/// A desired status and whether it differs from the current one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate<S> {
+    pub name: String,
+    pub status: S,
+    pub changed: bool,
+}
+
+/// Everything the controller must write for one namespace.
+#[derive(Clone, Debug, Default)]
+pub struct TenantOutcome {
+    pub namespace: String,
+    pub images: Vec<StatusUpdate<PrivateImageStatus>>,
+    pub shares: Vec<StatusUpdate<ImageShareStatus>>,
+    pub acceptances: Vec<StatusUpdate<ShareAcceptanceStatus>>,
+    /// The grants that must exist in this namespace (as an owner); any other managed grant
+    /// here is pruned.
+    pub grants: Vec<Grant>,
+    pub events: Vec<EventSpec>,
+}
+
+impl TenantOutcome {
+    /// Number of status writes this outcome needs.
+    pub fn writes(&self) -> usize {
+        self.images.iter().filter(|u| u.changed).count()
+            + self.shares.iter().filter(|u| u.changed).count()
+            + self.acceptances.iter().filter(|u| u.changed).count()
+    }
+}
+
+/// Evaluates tenants, computing each owner's offers once.
+pub struct Evaluator<'a> {
+    snap: &'a Snapshot,
+    owners: HashMap<String, Arc<OwnerEval>>,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(snap: &'a Snapshot) -> Self {
+        Evaluator {
+            snap,
+            owners: HashMap::new(),
+        }
+    }
+
+    /// The owner-side evaluation of a namespace (cached).
+    pub fn owner(&mut self, owner: &str) -> Arc<OwnerEval> {
+        if let Some(e) = self.owners.get(owner) {
+            return e.clone();
+        }
+        let e = Arc::new(evaluate_owner(self.snap, owner));
+        self.owners.insert(owner.to_string(), e.clone());
+        e
+    }
+
+    /// Everything to write for one namespace: as an owner (images, shares, grants) and as a
+    /// recipient (acceptances).
+    pub fn tenant(&mut self, namespace: &str) -> TenantOutcome {
+        let snap = self.snap;
+        let own = self.owner(namespace);
+        let mut out = TenantOutcome {
+            namespace: namespace.to_string(),
+            ..Default::default()
+        };
+        for warning in &own.limits.invalid_annotations {
+            let regarding = Regarding {
+                kind: "Namespace",
+                namespace: None,
+                name: namespace.into(),
+                uid: None,
+            };
+            out.events.push(EventSpec::new(
+                &regarding,
+                EventType::Warning,
+                "InvalidLimitAnnotation",
+                "Configure",
+                warning.clone(),
+            ));
+        }
+        for entry in snap.images_in(namespace) {
+            let update = image_status(snap, &own, entry);
+            let regarding = regarding("PrivateImage", entry.object.as_ref());
+            if update.changed {
+                out.events
+                    .extend(image_events(&regarding, entry.object.status.as_ref(), &update.status));
+            }
+            out.images.push(update);
+        }
+        for entry in snap.shares_in(namespace) {
+            let update = share_status(snap, &own, entry);
+            if update.changed {
+                let regarding = regarding("ImageShare", entry.object.as_ref());
+                out.events
+                    .extend(share_events(&regarding, entry.object.status.as_ref(), &update.status));
+            }
+            out.shares.push(update);
+        }
+        out.grants = grants(snap, &own);
+        for entry in snap.acceptances_in(namespace) {
+            let owner = self.owner(&entry.object.spec.owner);
+            let update = acceptance_status(snap, &owner, entry);
+            if update.changed {
+                let regarding = regarding("ShareAcceptance", entry.object.as_ref());
+                let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
+                out.events.extend(acceptance_events(
+                    &regarding,
+                    &owner.owner,
+                    entry.object.status.as_ref(),
+                    &update.status,
+                    &why,
+                ));
+            }
+            out.acceptances.push(update);
+        }
+        out
+    }
+}
+
+fn regarding<K: kube::Resource>(kind: &'static str, obj: &K) -> Regarding {
+    Regarding {
+        kind,
+        namespace: obj.namespace(),
+        name: obj.name_any(),
+        uid: obj.uid(),
+    }
+}
+
+fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage>) -> StatusUpdate<PrivateImageStatus> {
+    let image = &entry.object;
+    let name = image.name_any();
+    let previous = image.status.as_ref();
+    let verdict = &own.images[&name];
+    let mut recipients = RecipientCounts::default();
+    for pair in own.offered.get(&name).into_iter().flat_map(|m| m.values()) {
+        match pair.state {
+            ShareState::Pending => recipients.pending += 1,
+            ShareState::Accepted => recipients.accepted += 1,
+            ShareState::Rejected => recipients.rejected += 1,
+            ShareState::Removed => recipients.removed += 1,
+        }
+    }
+    let generation = image.metadata.generation;
+    let status = PrivateImageStatus {
+        observed_generation: generation,
+        conditions: vec![condition(
+            previous.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+            READY,
+            verdict.ready,
+            verdict.reason,
+            verdict.message.clone(),
+            generation,
+            snap.now,
+        )],
+        recipients,
+    };
+    let changed = previous != Some(&status);
+    StatusUpdate { name, status, changed }
+}
+
+fn share_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<ImageShare>) -> StatusUpdate<ImageShareStatus> {
+    let share = &entry.object;
+    let mut images = Vec::with_capacity(share.spec.images.len());
+    // reason -> image -> recipients not offered
+    let mut refused: BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    let (mut offered, mut accepted) = (0, 0);
+    for image in &share.spec.images {
+        let mut entry = SharedImageStatus {
+            name: image.clone(),
+            ..Default::default()
+        };
+        for recipient in &share.spec.recipients {
+            match own.refusal(snap, share, image, recipient) {
+                Some(reason) => refused
+                    .entry(reason)
+                    .or_default()
+                    .entry(image)
+                    .or_default()
+                    .push(recipient),
+                None => {
+                    let state = own
+                        .pair(image, recipient)
+                        .map(|p| p.state)
+                        .unwrap_or(ShareState::Pending);
+                    offered += 1;
+                    let list = match state {
+                        ShareState::Pending => &mut entry.pending,
+                        ShareState::Accepted => {
+                            accepted += 1;
+                            &mut entry.accepted
+                        }
+                        ShareState::Rejected => &mut entry.rejected,
+                        ShareState::Removed => &mut entry.removed,
+                    };
+                    list.push(recipient.clone());
+                }
+            }
+        }
+        for list in [
+            &mut entry.pending,
+            &mut entry.accepted,
+            &mut entry.rejected,
+            &mut entry.removed,
+        ] {
+            list.sort();
+        }
+        images.push(entry);
+    }
+    let (ready, reason, message) = match refused.keys().next() {
+        None => (true, ALL_OFFERED, format!("{offered} (image, recipient) pairs offered")),
+        Some(first) => (false, first.as_str(), refusal_message(share, own, &refused)),
+    };
+    let previous = share.status.as_ref();
+    let generation = share.metadata.generation;
+    let status = ImageShareStatus {
+        observed_generation: generation,
+        conditions: vec![condition(
+            previous.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+            READY,
+            ready,
+            reason,
+            message,
+            generation,
+            snap.now,
+        )],
+        images,
+        offered,
+        accepted,
+    };
+    let changed = previous != Some(&status);
+    StatusUpdate {
+        name: share.name_any(),
+        status,
+        changed,
+    }
+}
+
+fn refusal_message(
+    share: &ImageShare,
+    own: &OwnerEval,
+    refused: &BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>>,
+) -> String {
+    let mut parts = Vec::new();
+    for (reason, by_image) in refused {
+        let detail = match reason {
+            Refusal::Expired => format!(
+                "the share expired at {}",
+                share
+                    .spec
+                    .expires_at
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default()
+            ),
+            Refusal::SharedImageLimitExceeded => {
+                format!("limit {} shared images per tenant", describe(own.limits.shared_images))
+            }
+            Refusal::RecipientLimitExceeded => {
+                format!(
+                    "limit {} recipients per image",
+                    describe(own.limits.recipients_per_image)
+                )
+            }
+            _ => String::new(),
+        };
+        let pairs: Vec<String> = by_image
+            .iter()
+            .map(|(image, recipients)| format!("{image} → {}", name_list(recipients.iter().copied(), 10)))
+            .collect();
+        let pairs = name_list(pairs.iter().map(String::as_str), 10);
+        if detail.is_empty() {
+            parts.push(format!("{}: {pairs}", reason.as_str()));
+        } else {
+            parts.push(format!("{} ({detail}): {pairs}", reason.as_str()));
+        }
+    }
+    format!("not offered: {}", parts.join("; "))
+}
+
+fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
+    let mut out = Vec::new();
+    for (image, pairs) in &own.offered {
+        let accepted: Vec<&str> = pairs
+            .iter()
+            .filter(|(_, p)| p.state == ShareState::Accepted)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        if accepted.is_empty() {
+            continue;
+        }
+        if let Some(entry) = snap.image(&own.owner, image) {
+            out.push(build_grant(&entry.object, &accepted, &snap.subjects));
+        }
+    }
+    out
+}
+
+fn acceptance_status(
+    snap: &Snapshot,
+    owner: &OwnerEval,
+    entry: &Entry<ShareAcceptance>,
+) -> StatusUpdate<ShareAcceptanceStatus> {
+    use acceptance_reason::*;
+    let acceptance = &entry.object;
+    let namespace = acceptance.namespace().unwrap_or_default();
+    let name = acceptance.name_any();
+    let spec = &acceptance.spec;
+    let previous = acceptance.status.as_ref();
+    let previous_images: BTreeMap<&str, &ReceivedImage> = previous
+        .iter()
+        .flat_map(|s| &s.images)
+        .map(|i| (i.name.as_str(), i))
+        .collect();
+
+    let mut covered = 0usize;
+    let mut conflicts: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    let mut more_images = 0;
+    for image in owner.offered_to(&namespace) {
+        let Some(pair) = owner.pair(image, &namespace) else {
+            continue;
+        };
+        let named = spec.images.iter().any(|i| i == image);
+        let covers = named || spec.images.is_empty();
+        let reason = match &pair.winner {
+            None => NO_DECISION,
+            Some(_) if !covers => OTHER_ACCEPTANCE,
+            Some(w) if w.named && !named => NAMED_ACCEPTANCE,
+            Some(w) if w.decision != spec.decision => {
+                conflicts.push(format!(
+                    "{image}: {} of ShareAcceptance {} overrides {}",
+                    w.decision.as_str(),
+                    w.acceptance,
+                    spec.decision.as_str()
+                ));
+                CONFLICT
+            }
+            Some(_) => THIS_ACCEPTANCE,
+        };
+        if covers {
+            covered += 1;
+        }
+        if images.len() >= MAX_RECEIVED_IMAGES {
+            more_images += 1;
+            continue;
+        }
+        let Some(source_image) = snap.image(&owner.owner, image) else {
+            continue;
+        };
+        let spec_of = &source_image.object.spec;
+        let last_transition_time = match previous_images.get(image.as_str()) {
+            Some(prev) if prev.state == pair.state => prev.last_transition_time.clone(),
+            _ => Some(Time(snap.now)),
+        };
+        let source = (pair.state == ShareState::Accepted).then(|| AcceptedSource {
+            namespace: owner.owner.clone(),
+            file: spec_of.source.file.clone(),
+            persistent_volume_claim: spec_of
+                .source
+                .volume
+                .as_ref()
+                .map(|v| v.persistent_volume_claim.clone()),
+            virtual_machine: spec_of.source.server.as_ref().map(|s| s.name.clone()),
+        });
+        images.push(ReceivedImage {
+            name: image.clone(),
+            state: pair.state,
+            reason: reason.into(),
+            decided_by: pair.winner.as_ref().map(|w| w.acceptance.clone()),
+            last_transition_time,
+            display_name: spec_of.display_name.clone(),
+            image_type: spec_of.image_type,
+            os_type: spec_of.os_type,
+            os_version: spec_of.os_version.clone(),
+            architecture: spec_of.architecture,
+            disk_size_gib: spec_of.disk_size_gib,
+            source,
+        });
+    }
+    let (ready, reason, message) = if !conflicts.is_empty() {
+        (
+            false,
+            CONFLICT,
+            format!(
+                "overridden by an equally specific decision: {}",
+                name_list(conflicts.iter().map(String::as_str), 10)
+            ),
+        )
+    } else if covered > 0 {
+        (
+            true,
+            APPLIED,
+            format!(
+                "{} covers {covered} image(s) offered by {}",
+                spec.decision.as_str(),
+                owner.owner
+            ),
+        )
+    } else if owner.owner == namespace {
+        (
+            false,
+            NOTHING_OFFERED,
+            "spec.owner is this namespace; a tenant can not share images with itself".into(),
+        )
+    } else if spec.images.is_empty() {
+        (
+            false,
+            NOTHING_OFFERED,
+            format!("{} offers no images to namespace {namespace}", owner.owner),
+        )
+    } else {
+        (
+            false,
+            NOTHING_OFFERED,
+            format!(
+                "{} offers none of {} to namespace {namespace}",
+                owner.owner,
+                name_list(spec.images.iter().map(String::as_str), 10)
+            ),
+        )
+    };
+    let generation = acceptance.metadata.generation;
+    let status = ShareAcceptanceStatus {
+        observed_generation: generation,
+        conditions: vec![condition(
+            previous.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+            READY,
+            ready,
+            reason,
+            message,
+            generation,
+            snap.now,
+        )],
+        images,
+        more_images,
+    };
+    let changed = previous != Some(&status);
+    StatusUpdate { name, status, changed }
+}
+
+/// Why an image the recipient was offered is no longer offered; empty when it still is. Only
+/// called for images the recipient's status listed, so it reveals nothing new.
+fn withdrawal_cause(snap: &Snapshot, owner: &OwnerEval, image: &str, recipient: &str) -> String {
+    if owner.pair(image, recipient).is_some() {
+        return String::new();
+    }
+    let Some(entry) = snap.image(&owner.owner, image) else {
+        return "the owner deleted the image".into();
+    };
+    let listing: Vec<&Entry<ImageShare>> = snap
+        .shares_in(&owner.owner)
+        .filter(|s| {
+            s.object.spec.images.iter().any(|i| i == image) && s.object.spec.recipients.iter().any(|r| r == recipient)
+        })
+        .collect();
+    if listing.is_empty() {
+        return "the owner stopped sharing it with this namespace".into();
+    }
+    if listing.iter().all(|s| is_expired(snap, &s.object)) {
+        return "the share expired".into();
+    }
+    if entry.object.spec.published || !owner.images.get(image).is_some_and(|v| v.ready) {
+        return "the image is no longer available for sharing".into();
+    }
+    if super::limits::region_of(snap, recipient) != owner.region {
+        return "this namespace is no longer in the owner's region".into();
+    }
+    "the owner's sharing limits no longer admit it".into()
+}

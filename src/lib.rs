@@ -1,0 +1,10 @@
+//! ims-operator: private-image sharing between Kubernetes tenants (see SPEC.md).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod core;
+pub mod crdgen;
+pub mod simulate;
+pub mod yaml;

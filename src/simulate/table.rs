@@ -1,0 +1,243 @@
+//! `simulate -o table`: what the controller would write, for people.
+
+use std::fmt::Write;
+
+use crate::{
+    api::{ShareState, ready_condition},
+    core::TenantOutcome,
+};
+
+fn columns(rows: &[Vec<String>]) -> String {
+    let mut widths = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            if widths.len() <= i {
+                widths.push(w);
+            } else {
+                widths[i] = widths[i].max(w);
+            }
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn ready_cells(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String, String) {
+    match ready_condition(conditions) {
+        Some(c) => (c.status.clone(), c.reason.clone(), c.message.clone()),
+        None => ("Unknown".into(), String::new(), String::new()),
+    }
+}
+
+fn s(text: impl Into<String>) -> String {
+    text.into()
+}
+
+/// Renders every section that has rows.
+pub fn render(outcomes: &[TenantOutcome]) -> String {
+    let mut out = String::new();
+
+    let mut rows = vec![vec![
+        s("NAMESPACE"),
+        s("PRIVATE IMAGE"),
+        s("READY"),
+        s("REASON"),
+        s("PENDING"),
+        s("ACCEPTED"),
+        s("REJECTED"),
+        s("REMOVED"),
+    ]];
+    let mut notes = Vec::new();
+    for o in outcomes {
+        for u in &o.images {
+            let (ready, reason, message) = ready_cells(&u.status.conditions);
+            let r = &u.status.recipients;
+            if ready != "True" {
+                notes.push(format!("  {}/{}: {message}", o.namespace, u.name));
+            }
+            rows.push(vec![
+                o.namespace.clone(),
+                u.name.clone(),
+                ready,
+                reason,
+                r.pending.to_string(),
+                r.accepted.to_string(),
+                r.rejected.to_string(),
+                r.removed.to_string(),
+            ]);
+        }
+    }
+    section(&mut out, rows, notes);
+
+    let mut rows = vec![vec![
+        s("NAMESPACE"),
+        s("IMAGE SHARE"),
+        s("OFFERED"),
+        s("ACCEPTED"),
+        s("READY"),
+        s("REASON"),
+    ]];
+    let mut notes = Vec::new();
+    for o in outcomes {
+        for u in &o.shares {
+            let (ready, reason, message) = ready_cells(&u.status.conditions);
+            if ready != "True" {
+                notes.push(format!("  {}/{}: {message}", o.namespace, u.name));
+            }
+            rows.push(vec![
+                o.namespace.clone(),
+                u.name.clone(),
+                u.status.offered.to_string(),
+                u.status.accepted.to_string(),
+                ready,
+                reason,
+            ]);
+        }
+    }
+    section(&mut out, rows, notes);
+
+    let mut rows = vec![vec![
+        s("NAMESPACE"),
+        s("IMAGE SHARE"),
+        s("IMAGE"),
+        s("RECIPIENT"),
+        s("STATE"),
+    ]];
+    for o in outcomes {
+        for u in &o.shares {
+            for img in &u.status.images {
+                for (state, list) in [
+                    (ShareState::Pending, &img.pending),
+                    (ShareState::Accepted, &img.accepted),
+                    (ShareState::Rejected, &img.rejected),
+                    (ShareState::Removed, &img.removed),
+                ] {
+                    for r in list {
+                        rows.push(vec![
+                            o.namespace.clone(),
+                            u.name.clone(),
+                            img.name.clone(),
+                            r.clone(),
+                            s(state.as_str()),
+                        ]);
+                    }
+                }
+            }
+        }
+    }
+    section(&mut out, rows, Vec::new());
+
+    let mut rows = vec![vec![
+        s("NAMESPACE"),
+        s("SHARE ACCEPTANCE"),
+        s("READY"),
+        s("REASON"),
+        s("IMAGE"),
+        s("STATE"),
+        s("DECIDED BY"),
+    ]];
+    let mut notes = Vec::new();
+    for o in outcomes {
+        for u in &o.acceptances {
+            let (ready, reason, message) = ready_cells(&u.status.conditions);
+            if ready != "True" {
+                notes.push(format!("  {}/{}: {message}", o.namespace, u.name));
+            }
+            if u.status.images.is_empty() {
+                rows.push(vec![
+                    o.namespace.clone(),
+                    u.name.clone(),
+                    ready.clone(),
+                    reason.clone(),
+                    s("-"),
+                    s("-"),
+                    s("-"),
+                ]);
+            }
+            for img in &u.status.images {
+                let decided = match &img.decided_by {
+                    Some(by) => format!("{by} ({})", img.reason),
+                    None => img.reason.clone(),
+                };
+                rows.push(vec![
+                    o.namespace.clone(),
+                    u.name.clone(),
+                    ready.clone(),
+                    reason.clone(),
+                    img.name.clone(),
+                    s(img.state.as_str()),
+                    decided,
+                ]);
+            }
+            if u.status.more_images > 0 {
+                notes.push(format!(
+                    "  {}/{}: {} more images not listed",
+                    o.namespace, u.name, u.status.more_images
+                ));
+            }
+        }
+    }
+    section(&mut out, rows, notes);
+
+    let mut rows = vec![vec![s("NAMESPACE"), s("GRANT (ROLE + ROLEBINDING)"), s("SUBJECTS")]];
+    for o in outcomes {
+        for g in &o.grants {
+            let subjects: Vec<String> = g
+                .binding
+                .subjects
+                .iter()
+                .flatten()
+                .map(|s| format!("{}:{}", s.kind, s.name))
+                .collect();
+            rows.push(vec![
+                o.namespace.clone(),
+                g.role.metadata.name.clone().unwrap_or_default(),
+                subjects.join(", "),
+            ]);
+        }
+    }
+    section(&mut out, rows, Vec::new());
+
+    let mut rows = vec![vec![s("EVENT ON"), s("TYPE"), s("REASON"), s("NOTE")]];
+    for o in outcomes {
+        for e in &o.events {
+            let on = match &e.regarding.namespace {
+                Some(ns) => format!("{} {ns}/{}", e.regarding.kind, e.regarding.name),
+                None => format!("{} {}", e.regarding.kind, e.regarding.name),
+            };
+            rows.push(vec![on, s(e.type_.as_str()), e.reason.clone(), e.note.clone()]);
+        }
+    }
+    section(&mut out, rows, Vec::new());
+    if out.is_empty() {
+        out.push_str("no PrivateImage, ImageShare or ShareAcceptance in the input\n");
+    }
+    out
+}
+
+fn section(out: &mut String, rows: Vec<Vec<String>>, notes: Vec<String>) {
+    if rows.len() <= 1 {
+        return;
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&columns(&rows));
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+}
