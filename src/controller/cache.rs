@@ -1,0 +1,356 @@
+//! The operator's watch caches: every watched object, indexed by namespace in a
+//! [`Snapshot`](crate::core::Snapshot), kept current from watcher streams. A reconcile reads
+//! only from here, never lists, and each change names the tenants it affects.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Namespace, PersistentVolumeClaim},
+        rbac::v1::{Role, RoleBinding},
+    },
+    jiff::Timestamp,
+};
+use kube::{ResourceExt, core::DynamicObject};
+
+use crate::{
+    api::{ImageShare, PrivateImage, ShareAcceptance},
+    config::Config,
+    core::{self, MachineState, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
+};
+
+/// Grants the operator manages, as currently stored in the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ExistingGrants {
+    pub roles: BTreeMap<String, Arc<Role>>,
+    pub bindings: BTreeMap<String, Arc<RoleBinding>>,
+}
+
+/// The kinds the cache is fed with; each must have listed once before the cache is ready.
+pub const FEEDS: usize = 6;
+
+/// Shared watch caches.
+pub struct Cache {
+    snapshot: Mutex<Snapshot>,
+    roles: Mutex<HashMap<String, BTreeMap<String, Arc<Role>>>>,
+    bindings: Mutex<HashMap<String, BTreeMap<String, Arc<RoleBinding>>>>,
+    synced: AtomicUsize,
+    feeds: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock can only come from a bug in pure code; the data itself
+    // is still a consistent cache, so keep serving it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Cache {
+    pub fn new(config: Config, kubevirt: bool) -> Result<Self, crate::config::ConfigError> {
+        let snapshot = Snapshot::new(config, World::Cluster { kubevirt }, Timestamp::now())?;
+        Ok(Cache {
+            snapshot: Mutex::new(snapshot),
+            roles: Mutex::default(),
+            bindings: Mutex::default(),
+            synced: AtomicUsize::new(0),
+            feeds: if kubevirt { FEEDS + 2 } else { FEEDS },
+        })
+    }
+
+    /// Marks one feed as having completed its initial list.
+    pub fn mark_synced(&self) {
+        self.synced.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether every feed has listed at least once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) >= self.feeds
+    }
+
+    /// Evaluates one tenant at `now`, with the grants that exist in it.
+    pub fn evaluate(&self, namespace: &str, now: Timestamp) -> (TenantOutcome, ExistingGrants, Option<Timestamp>) {
+        let mut snap = lock(&self.snapshot);
+        snap.set_now(now);
+        let outcome = core::Evaluator::new(&snap).tenant(namespace);
+        let next_expiry = snap
+            .shares_in(namespace)
+            .filter_map(|s| s.object.spec.expires_at.as_ref().map(|t| t.0))
+            .filter(|t| *t > now)
+            .min();
+        drop(snap);
+        let existing = ExistingGrants {
+            roles: lock(&self.roles).get(namespace).cloned().unwrap_or_default(),
+            bindings: lock(&self.bindings).get(namespace).cloned().unwrap_or_default(),
+        };
+        (outcome, existing, next_expiry)
+    }
+
+    /// Runs `f` on the snapshot (for feeds and tests).
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
+        f(&mut lock(&self.snapshot))
+    }
+
+    /// Pairs by state over all owners (for the metrics).
+    pub fn pair_counts(&self) -> BTreeMap<&'static str, usize> {
+        let snap = lock(&self.snapshot);
+        let mut counts = BTreeMap::from([("Pending", 0), ("Accepted", 0), ("Rejected", 0), ("Removed", 0)]);
+        for entries in snap.shares.values() {
+            for share in entries.values() {
+                for img in share.object.status.iter().flat_map(|s| &s.images) {
+                    *counts.get_mut("Pending").unwrap_or(&mut 0) += img.pending.len();
+                    *counts.get_mut("Accepted").unwrap_or(&mut 0) += img.accepted.len();
+                    *counts.get_mut("Rejected").unwrap_or(&mut 0) += img.rejected.len();
+                    *counts.get_mut("Removed").unwrap_or(&mut 0) += img.removed.len();
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// One kind the cache can hold: how to put it in, take it out, and which tenants it touches.
+pub trait Cached: kube::Resource + Clone + Send + Sync + 'static {
+    fn store(cache: &Cache, object: Arc<Self>);
+    fn forget(cache: &Cache, namespace: &str, name: &str);
+    /// Names of the objects of this kind in the cache (to find those deleted during a relist).
+    fn known(cache: &Cache) -> BTreeSet<(String, String)>;
+    /// The tenants whose evaluation may change with this object (read before it is stored or
+    /// forgotten, so both the old and the new relations are covered by the two calls).
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String>;
+}
+
+fn key_of<K: kube::Resource>(o: &K) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+/// The recipients an owner's shares name or list in their status.
+fn recipients_of(snap: &Snapshot, owner: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for share in snap.shares_in(owner) {
+        out.extend(share_recipients(&share.object));
+    }
+    out
+}
+
+fn share_recipients(share: &ImageShare) -> impl Iterator<Item = String> + '_ {
+    let listed = share
+        .status
+        .iter()
+        .flat_map(|s| &s.images)
+        .flat_map(|i| i.pending.iter().chain(&i.accepted).chain(&i.rejected).chain(&i.removed));
+    share.spec.recipients.iter().chain(listed).cloned()
+}
+
+/// Owners whose shares name a namespace.
+fn owners_sharing_with(snap: &Snapshot, recipient: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (owner, shares) in &snap.shares {
+        if shares
+            .values()
+            .any(|s| share_recipients(&s.object).any(|r| r == recipient))
+        {
+            out.insert(owner.clone());
+        }
+    }
+    out
+}
+
+/// Owners a namespace has acceptances for.
+fn owners_accepted_by(snap: &Snapshot, recipient: &str) -> BTreeSet<String> {
+    snap.acceptances_in(recipient)
+        .map(|a| a.object.spec.owner.clone())
+        .collect()
+}
+
+fn with_partners(snap: &Snapshot, namespace: &str) -> BTreeSet<String> {
+    let mut out = recipients_of(snap, namespace);
+    out.insert(namespace.to_string());
+    out
+}
+
+impl Cached for PrivateImage {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        lock(&cache.snapshot).upsert_image(object);
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        lock(&cache.snapshot).remove_image(namespace, name);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        let snap = lock(&cache.snapshot);
+        snap.images
+            .values()
+            .flat_map(|m| m.values())
+            .map(|e| key_of(e.object.as_ref()))
+            .collect()
+    }
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        with_partners(&lock(&cache.snapshot), &object.namespace().unwrap_or_default())
+    }
+}
+
+impl Cached for ImageShare {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        lock(&cache.snapshot).upsert_share(object);
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        lock(&cache.snapshot).remove_share(namespace, name);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        let snap = lock(&cache.snapshot);
+        snap.shares
+            .values()
+            .flat_map(|m| m.values())
+            .map(|e| key_of(e.object.as_ref()))
+            .collect()
+    }
+    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = share_recipients(object).collect();
+        out.insert(object.namespace().unwrap_or_default());
+        out
+    }
+}
+
+impl Cached for ShareAcceptance {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        lock(&cache.snapshot).upsert_acceptance(object);
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        lock(&cache.snapshot).remove_acceptance(namespace, name);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        let snap = lock(&cache.snapshot);
+        snap.acceptances
+            .values()
+            .flat_map(|m| m.values())
+            .map(|e| key_of(e.object.as_ref()))
+            .collect()
+    }
+    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
+        BTreeSet::from([object.namespace().unwrap_or_default(), object.spec.owner.clone()])
+    }
+}
+
+impl Cached for Namespace {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        lock(&cache.snapshot).upsert_namespace(&object.name_any(), NamespaceInfo::from_namespace(&object));
+    }
+    fn forget(cache: &Cache, _namespace: &str, name: &str) {
+        lock(&cache.snapshot).remove_namespace(name);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        lock(&cache.snapshot)
+            .namespaces
+            .keys()
+            .map(|n| (String::new(), n.clone()))
+            .collect()
+    }
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        let snap = lock(&cache.snapshot);
+        let name = object.name_any();
+        let mut out = with_partners(&snap, &name);
+        out.extend(owners_sharing_with(&snap, &name));
+        out.extend(owners_accepted_by(&snap, &name));
+        out
+    }
+}
+
+impl Cached for Role {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        let (ns, name) = key_of(object.as_ref());
+        lock(&cache.roles).entry(ns).or_default().insert(name, object);
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        forget_grant(&mut lock(&cache.roles), namespace, name);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        known_grants(&lock(&cache.roles))
+    }
+    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
+        BTreeSet::from([object.namespace().unwrap_or_default()])
+    }
+}
+
+impl Cached for RoleBinding {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        let (ns, name) = key_of(object.as_ref());
+        lock(&cache.bindings).entry(ns).or_default().insert(name, object);
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        forget_grant(&mut lock(&cache.bindings), namespace, name);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        known_grants(&lock(&cache.bindings))
+    }
+    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
+        BTreeSet::from([object.namespace().unwrap_or_default()])
+    }
+}
+
+fn forget_grant<K>(map: &mut HashMap<String, BTreeMap<String, K>>, namespace: &str, name: &str) {
+    if let Some(m) = map.get_mut(namespace) {
+        m.remove(name);
+        if m.is_empty() {
+            map.remove(namespace);
+        }
+    }
+}
+
+fn known_grants<K>(map: &HashMap<String, BTreeMap<String, K>>) -> BTreeSet<(String, String)> {
+    map.iter()
+        .flat_map(|(ns, m)| m.keys().map(move |n| (ns.clone(), n.clone())))
+        .collect()
+}
+
+impl Cached for PersistentVolumeClaim {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        let (ns, name) = key_of(object.as_ref());
+        let bound = object.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let state = if bound {
+            VolumeState::Bound
+        } else {
+            VolumeState::NotBound
+        };
+        lock(&cache.snapshot).set_volume(&ns, &name, Some(state));
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        lock(&cache.snapshot).set_volume(namespace, name, None);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        lock(&cache.snapshot).volumes.keys().cloned().collect()
+    }
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        with_partners(&lock(&cache.snapshot), &object.namespace().unwrap_or_default())
+    }
+}
+
+/// KubeVirt VirtualMachines are read as dynamic objects: the operator only needs to know
+/// whether one is stopped, not the whole KubeVirt API.
+impl Cached for DynamicObject {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        let (ns, name) = key_of(object.as_ref());
+        let state = machine_state(&object.data);
+        lock(&cache.snapshot).set_machine(&ns, &name, Some(state));
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        lock(&cache.snapshot).set_machine(namespace, name, None);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        lock(&cache.snapshot).machines.keys().cloned().collect()
+    }
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        with_partners(&lock(&cache.snapshot), &object.namespace().unwrap_or_default())
+    }
+}
+
+/// A VirtualMachine counts as stopped when KubeVirt reports it so.
+pub fn machine_state(data: &serde_json::Value) -> MachineState {
+    match data.pointer("/status/printableStatus").and_then(|v| v.as_str()) {
+        Some("Stopped") => MachineState::Stopped,
+        _ => MachineState::Running,
+    }
+}
