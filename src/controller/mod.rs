@@ -317,12 +317,23 @@ async fn shutdown_signal() {
 /// Runs the controller until SIGTERM (or loss of the lease).
 pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
+    run_until(client, args, config, shutdown_signal()).await
+}
+
+/// Runs the controller with a given client until `shutdown` resolves (or the lease is lost).
+pub async fn run_until(
+    client: Client,
+    args: RunArgs,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown.shared();
     let state = Arc::new(State::default());
     let http = tokio::spawn(http::serve(args.http_addr, state.clone()));
 
     tokio::select! {
         _ = wait_for_crds(&client, &state) => {}
-        _ = shutdown_signal() => return Ok(()),
+        _ = shutdown.clone() => return Ok(()),
     }
 
     let identity = std::env::var("POD_NAME")
@@ -335,7 +346,7 @@ pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<()> {
         state.standby.store(true, Ordering::SeqCst);
         tokio::select! {
             _ = elector.acquire() => {}
-            _ = shutdown_signal() => return Ok(()),
+            _ = shutdown.clone() => return Ok(()),
         }
         state.standby.store(false, Ordering::SeqCst);
     }
@@ -426,7 +437,7 @@ pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let watchdog = tokio::spawn(async move {
         tokio::select! {
-            _ = shutdown_signal() => info!("SIGTERM: finishing running reconciles"),
+            _ = shutdown => info!("shutting down: finishing running reconciles"),
             _ = lost_lease => lost_flag.store(true, Ordering::SeqCst),
         }
         let _ = stop_tx.send(());

@@ -1,0 +1,225 @@
+//! The seed scenarios, end to end.
+
+use ims_operator::{
+    api::{ImageShare, PrivateImage, ShareAcceptance, ShareState},
+    config::Config,
+};
+use serde_json::json;
+
+use crate::support::{Env, acceptance, env, image, ready_reason, share};
+
+fn share_lists(s: &ImageShare, image: &str) -> Option<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> {
+    let img = s.status.as_ref()?.images.iter().find(|i| i.name == image)?;
+    Some((
+        img.pending.clone(),
+        img.accepted.clone(),
+        img.rejected.clone(),
+        img.removed.clone(),
+    ))
+}
+
+fn state_of(s: &ImageShare, image: &str, recipient: &str) -> Option<ShareState> {
+    let (p, a, r, m) = share_lists(s, image)?;
+    let has = |l: &Vec<String>| l.iter().any(|x| x == recipient);
+    if has(&p) {
+        Some(ShareState::Pending)
+    } else if has(&a) {
+        Some(ShareState::Accepted)
+    } else if has(&r) {
+        Some(ShareState::Rejected)
+    } else if has(&m) {
+        Some(ShareState::Removed)
+    } else {
+        None
+    }
+}
+
+async fn expect_state(env: &Env, owner: &str, share: &str, image: &str, recipient: &str, state: Option<ShareState>) {
+    let (img, rcp) = (image.to_string(), recipient.to_string());
+    env.wait_for::<ImageShare, _>(
+        owner,
+        share,
+        &format!("{image} → {recipient} is {state:?}"),
+        move |s| state_of(s, &img, &rcp) == state,
+    )
+    .await;
+}
+
+async fn expect_access(env: &Env, owner: &str, image: &str, recipient: &str, allowed: bool) {
+    env.eventually(&format!("{recipient} may get {owner}/{image}: {allowed}"), || async {
+        env.can_get_image(owner, image, recipient).await == allowed
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recipient_accepts_rejects_removes_and_reaccepts() {
+    let Some(mut env) = env("decisions").await else { return };
+    let a = env.create_namespace("a", json!({}), json!({})).await;
+    let b = env.create_namespace("b", json!({}), json!({})).await;
+    env.start_operator(Config::default()).await;
+
+    env.apply(image(&a, "web")).await;
+    env.apply(share(&a, "s", &["web"], &[&b])).await;
+    env.wait_for::<ImageShare, _>(&a, "s", "Ready/AllOffered", |s| {
+        ready_reason(s.status.as_ref(), |st| &st.conditions) == Some(("True".into(), "AllOffered".into()))
+    })
+    .await;
+    expect_state(&env, &a, "s", "web", &b, Some(ShareState::Pending)).await;
+    assert!(!env.can_get_image(&a, "web", &b).await, "a pending image is not usable");
+
+    for (decision, state, usable) in [
+        ("Accept", ShareState::Accepted, true),
+        ("Reject", ShareState::Rejected, false),
+        ("Remove", ShareState::Removed, false),
+        ("Accept", ShareState::Accepted, true),
+    ] {
+        env.apply(acceptance(&b, "from-a", &a, &["web"], decision)).await;
+        expect_state(&env, &a, "s", "web", &b, Some(state)).await;
+        env.wait_for::<ShareAcceptance, _>(&b, "from-a", &format!("web is {state}"), move |acc| {
+            acc.status
+                .as_ref()
+                .is_some_and(|st| st.images.iter().any(|i| i.name == "web" && i.state == state))
+        })
+        .await;
+        expect_access(&env, &a, "web", &b, usable).await;
+    }
+
+    // Deleting the acceptance takes the decision back.
+    env.delete::<ShareAcceptance>(&b, "from-a").await;
+    expect_state(&env, &a, "s", "web", &b, Some(ShareState::Pending)).await;
+    expect_access(&env, &a, "web", &b, false).await;
+    let (roles, bindings) = env.grants(&a).await;
+    assert!(
+        roles.is_empty() && bindings.is_empty(),
+        "no grant without an accepted pair"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn owner_removes_recipient_cancels_share_and_deletes_image() {
+    let Some(mut env) = env("owner").await else { return };
+    let a = env.create_namespace("a", json!({}), json!({})).await;
+    let b = env.create_namespace("b", json!({}), json!({})).await;
+    let c = env.create_namespace("c", json!({}), json!({})).await;
+    env.start_operator(Config::default()).await;
+
+    env.apply(image(&a, "web")).await;
+    env.apply(share(&a, "s", &["web"], &[&b, &c])).await;
+    env.apply(acceptance(&b, "all", &a, &[], "Accept")).await;
+    env.apply(acceptance(&c, "all", &a, &[], "Accept")).await;
+    expect_access(&env, &a, "web", &b, true).await;
+    expect_access(&env, &a, "web", &c, true).await;
+
+    // Remove a recipient: c loses access at once, b keeps it.
+    env.apply(share(&a, "s", &["web"], &[&b])).await;
+    expect_state(&env, &a, "s", "web", &c, None).await;
+    expect_access(&env, &a, "web", &c, false).await;
+    assert!(env.can_get_image(&a, "web", &b).await);
+    env.wait_for::<ShareAcceptance, _>(&c, "all", "NothingOffered", |acc| {
+        ready_reason(acc.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "NothingOffered".into()))
+    })
+    .await;
+
+    // Cancel the share.
+    env.delete::<ImageShare>(&a, "s").await;
+    expect_access(&env, &a, "web", &b, false).await;
+
+    // Share again, then delete the image.
+    env.apply(share(&a, "s2", &["web"], &[&b])).await;
+    expect_access(&env, &a, "web", &b, true).await;
+    env.delete::<PrivateImage>(&a, "web").await;
+    env.wait_for::<ImageShare, _>(&a, "s2", "ImageNotFound", |s| {
+        ready_reason(s.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "ImageNotFound".into()))
+    })
+    .await;
+    expect_access(&env, &a, "web", &b, false).await;
+    env.eventually("the grants of the deleted image are pruned", || async {
+        let (roles, bindings) = env.grants(&a).await;
+        roles.is_empty() && bindings.is_empty()
+    })
+    .await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn limits_refuse_new_items_with_a_condition() {
+    let Some(mut env) = env("quota").await else { return };
+    let annotations = json!({
+        "ims.imageshare.io/limit.private-images": "2",
+        "ims.imageshare.io/limit.shared-images": "1",
+    });
+    let a = env.create_namespace("a", json!({}), annotations).await;
+    let b = env.create_namespace("b", json!({}), json!({})).await;
+    env.start_operator(Config::default()).await;
+
+    for name in ["one", "two"] {
+        env.apply(image(&a, name)).await;
+        env.wait_for::<PrivateImage, _>(&a, name, "Available", |i| {
+            ready_reason(i.status.as_ref(), |st| &st.conditions) == Some(("True".into(), "Available".into()))
+        })
+        .await;
+    }
+    env.apply(image(&a, "three")).await;
+    env.wait_for::<PrivateImage, _>(&a, "three", "QuotaExceeded", |i| {
+        ready_reason(i.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "QuotaExceeded".into()))
+    })
+    .await;
+
+    env.apply(share(&a, "first", &["one"], &[&b])).await;
+    expect_state(&env, &a, "first", "one", &b, Some(ShareState::Pending)).await;
+    env.apply(share(&a, "second", &["two"], &[&b])).await;
+    let refused = env
+        .wait_for::<ImageShare, _>(&a, "second", "SharedImageLimitExceeded", |s| {
+            ready_reason(s.status.as_ref(), |st| &st.conditions)
+                == Some(("False".into(), "SharedImageLimitExceeded".into()))
+        })
+        .await;
+    let message = &refused.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("two") && message.contains(&b),
+        "the message names the pair: {message}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn restart_mid_way_converges_without_stale_or_duplicate_grants() {
+    let Some(mut env) = env("restart").await else { return };
+    let a = env.create_namespace("a", json!({}), json!({})).await;
+    let b = env.create_namespace("b", json!({}), json!({})).await;
+    let c = env.create_namespace("c", json!({}), json!({})).await;
+    env.start_operator(Config::default()).await;
+    env.apply(image(&a, "web")).await;
+    env.apply(share(&a, "s", &["web"], &[&b])).await;
+    env.apply(acceptance(&b, "from-a", &a, &["web"], "Accept")).await;
+    expect_access(&env, &a, "web", &b, true).await;
+
+    // While the operator is down: b rejects, and the owner adds c, which accepts.
+    env.stop_operator().await;
+    env.apply(acceptance(&b, "from-a", &a, &["web"], "Reject")).await;
+    env.apply(share(&a, "s", &["web"], &[&b, &c])).await;
+    env.apply(acceptance(&c, "from-a", &a, &[], "Accept")).await;
+    assert!(
+        env.can_get_image(&a, "web", &b).await,
+        "nothing changes while the operator is down"
+    );
+
+    env.start_operator(Config::default()).await;
+    expect_state(&env, &a, "s", "web", &b, Some(ShareState::Rejected)).await;
+    expect_state(&env, &a, "s", "web", &c, Some(ShareState::Accepted)).await;
+    expect_access(&env, &a, "web", &b, false).await;
+    expect_access(&env, &a, "web", &c, true).await;
+    let (roles, bindings) = env.grants(&a).await;
+    assert_eq!(roles.keys().collect::<Vec<_>>(), ["ims-image-web"]);
+    assert_eq!(bindings.keys().collect::<Vec<_>>(), ["ims-image-web"]);
+    let subjects: Vec<String> = bindings["ims-image-web"]
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(subjects, [format!("system:serviceaccounts:{c}")]);
+    env.cleanup().await;
+}
