@@ -23,10 +23,16 @@ fn crds_folder_matches_generated_output() {
         .expect("crds/ exists")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(present, expected, "crds/ must hold exactly the generated CRDs; run `{REGENERATE}=1 cargo test --test crds`");
+    assert_eq!(
+        present, expected,
+        "crds/ must hold exactly the generated CRDs; run `{REGENERATE}=1 cargo test --test crds`"
+    );
     for (name, yaml) in files {
         let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap();
-        assert!(on_disk == yaml, "crds/{name} drifted from `ims-operator crd`; run `{REGENERATE}=1 cargo test --test crds`");
+        assert!(
+            on_disk == yaml,
+            "crds/{name} drifted from `ims-operator crd`; run `{REGENERATE}=1 cargo test --test crds`"
+        );
     }
 }
 
@@ -58,7 +64,11 @@ fn walk(path: &str, v: &Value, visit: &mut dyn FnMut(&str, &serde_json::Map<Stri
 
 #[test]
 fn api_shape_follows_the_spec() {
-    let expected = [("PrivateImage", "pimg"), ("ImageShare", "ishare"), ("ShareAcceptance", "sacc")];
+    let expected = [
+        ("PrivateImage", "pimg"),
+        ("ImageShare", "ishare"),
+        ("ShareAcceptance", "sacc"),
+    ];
     let crds = api::crds();
     assert_eq!(crds.len(), 3);
     for (crd, (kind, short)) in crds.iter().zip(expected) {
@@ -70,20 +80,38 @@ fn api_shape_follows_the_spec() {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.served && version.storage);
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{kind} has /status");
-        let columns: Vec<&str> =
-            version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-        assert!(columns.contains(&"Ready") && columns.contains(&"Age"), "{kind}: {columns:?}");
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{kind} has /status"
+        );
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(
+            columns.contains(&"Ready") && columns.contains(&"Age"),
+            "{kind}: {columns:?}"
+        );
 
-        let schema = serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
+        let schema =
+            serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
         let conditions = schema.pointer("/properties/status/properties/conditions").unwrap();
-        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind} conditions are a list-map");
+        assert_eq!(
+            conditions["x-kubernetes-list-type"], "map",
+            "{kind} conditions are a list-map"
+        );
         assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
         walk("", &schema, &mut |path, node| {
             if let Some(format) = node.get("format").and_then(Value::as_str) {
                 assert!(!format.starts_with("uint"), "{kind}{path}: unsigned integer");
             }
-            assert_ne!(node.get("type").and_then(Value::as_str), Some("number"), "{kind}{path}: float");
+            assert_ne!(
+                node.get("type").and_then(Value::as_str),
+                Some("number"),
+                "{kind}{path}: float"
+            );
         });
     }
 }
@@ -91,7 +119,11 @@ fn api_shape_follows_the_spec() {
 #[test]
 fn printer_columns_show_the_seed_ui_columns() {
     let crd = &api::crds()[0];
-    let columns: Vec<&str> =
-        crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+    let columns: Vec<&str> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(columns, ["Type", "OS", "Disk", "Ready", "Shared", "Age"]);
 }

@@ -2,7 +2,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Architecture, FileSource, ImageType, OsType, ShareState};
+use super::{Architecture, FileFormat, FileSource, ImageType, OsType, ShareState};
 
 /// A recipient's answer to images another tenant shares with this namespace: accept, reject or
 /// remove them, by name or all at once.
@@ -144,7 +144,7 @@ pub struct AcceptedSource {
     pub namespace: String,
     /// The image file, for a file source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileSource>,
+    pub file: Option<AcceptedFile>,
     /// The PersistentVolumeClaim to clone (e.g. as a CDI DataVolume source), for a volume
     /// source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,4 +152,24 @@ pub struct AcceptedSource {
     /// The VirtualMachine, for a server source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_machine: Option<String>,
+}
+
+/// The file of an accepted image. The operator copies it from the owner's validated spec, so
+/// it carries no validation rule of its own: a rule here would be evaluated for every listed
+/// image and cost the CRD its CEL budget.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedFile {
+    /// s3://bucket/object or https://host/path.
+    pub url: String,
+    pub format: FileFormat,
+}
+
+impl From<&FileSource> for AcceptedFile {
+    fn from(file: &FileSource) -> Self {
+        AcceptedFile {
+            url: file.url.clone(),
+            format: file.format,
+        }
+    }
 }

@@ -394,7 +394,7 @@ fn acceptance_status(
         };
         let source = (pair.state == ShareState::Accepted).then(|| AcceptedSource {
             namespace: owner.owner.clone(),
-            file: spec_of.source.file.clone(),
+            file: spec_of.source.file.as_ref().map(Into::into),
             persistent_volume_claim: spec_of
                 .source
                 .volume

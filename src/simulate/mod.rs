@@ -227,6 +227,8 @@ impl Loaded {
         if name.is_empty() {
             return Err(format!("{kind}: metadata.name: Required value"));
         }
+        // Printed back as given; only the evaluated copy gets the namespace it would get.
+        let document = value.clone();
         if value.pointer("/metadata/namespace").is_none() && kind != "Namespace" {
             value["metadata"]["namespace"] = Value::String("default".into());
         }
@@ -298,7 +300,7 @@ impl Loaded {
             kind: our_kind,
             namespace,
             name,
-            document: value,
+            document,
         });
         Ok(())
     }

@@ -3,10 +3,7 @@
 use std::{
     collections::BTreeMap,
     future::Future,
-    sync::{
-        Mutex, MutexGuard,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
@@ -32,7 +29,7 @@ use serde_json::{Value, json};
 pub const KUBECONFIG_ENV: &str = "IMS_E2E_KUBECONFIG";
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// One test's world: a client, its namespaces, and a running operator.
@@ -44,7 +41,7 @@ pub struct Env {
         tokio::task::JoinHandle<anyhow::Result<()>>,
         tokio::sync::oneshot::Sender<()>,
     )>,
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// Connects, or returns None (after a notice) when no cluster is configured.
@@ -53,7 +50,7 @@ pub async fn env(test: &str) -> Option<Env> {
         eprintln!("skipping e2e test {test}: set {KUBECONFIG_ENV} to a kubeconfig of a cluster with the CRDs applied");
         return None;
     };
-    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let serial = SERIAL.lock().await;
     let kubeconfig = Kubeconfig::read_from(&path).expect("IMS_E2E_KUBECONFIG is a readable kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
