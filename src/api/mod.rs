@@ -34,6 +34,30 @@ pub const READY: &str = "Ready";
 /// All CRDs of the operator, in the order `ims-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![PrivateImage::crd(), ImageShare::crd(), ShareAcceptance::crd()]
+        .into_iter()
+        .map(without_null_enum_values)
+        .collect()
+}
+
+/// schemars lists `null` among the values of an optional enum; the field is already
+/// `nullable`, and the API server would otherwise print "supported values: …, \"null\"" in
+/// every enum error, as if `null` were a choice.
+fn without_null_enum_values(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(options)) = map.get_mut("enum") {
+                    options.retain(|o| !o.is_null());
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    strip(&mut value);
+    serde_json::from_value(value).expect("stripping enum values keeps a valid CRD")
 }
 
 /// The `Ready` condition of a status, if any.

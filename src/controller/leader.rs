@@ -65,6 +65,23 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the lease up on shutdown, so a standby takes over at once instead of after
+    /// `DURATION`.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => info!(lease = %self.name, "released the lease"),
+            Err(e) => warn!(error = %e, "could not release the lease; it expires by itself"),
+        }
+    }
+
     /// Takes or renews the lease when free, expired or ours. Conflicts mean another replica won.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
@@ -95,8 +112,9 @@ impl LeaderElector {
         };
         let spec = existing.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(secs.into()) < now,
+        let expired = match (&spec.holder_identity, &spec.renew_time, spec.lease_duration_seconds) {
+            (None, _, _) => true, // released
+            (Some(_), Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(secs.into()) < now,
             _ => true,
         };
         if !ours && !expired {

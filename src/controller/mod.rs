@@ -424,8 +424,10 @@ pub async fn run_until(
     });
 
     let triggers = tokio_stream_from(trigger_rx).map(|ns| ObjectRef::<Namespace>::new(&ns));
+    let elector = elector.map(Arc::new);
+    let holder = elector.clone();
     let lost_lease = async move {
-        match &elector {
+        match &holder {
             Some(e) => e.hold().await,
             None => futures::future::pending().await,
         }
@@ -466,6 +468,9 @@ pub async fn run_until(
     http.abort();
     if lost.load(Ordering::SeqCst) {
         anyhow::bail!("lost the leader lease; exiting so that a new election starts");
+    }
+    if let Some(elector) = &elector {
+        elector.release().await;
     }
     info!("stopped");
     Ok(())
