@@ -223,3 +223,34 @@ async fn restart_mid_way_converges_without_stale_or_duplicate_grants() {
     assert_eq!(subjects, [format!("system:serviceaccounts:{c}")]);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_expired_share_revokes_access_on_time_and_says_why() {
+    let Some(mut env) = env("expiry").await else { return };
+    let a = env.create_namespace("a", json!({}), json!({})).await;
+    let b = env.create_namespace("b", json!({}), json!({})).await;
+    env.start_operator(Config::default()).await;
+    env.apply(image(&a, "web")).await;
+    let expires = k8s_openapi::jiff::Timestamp::now() + std::time::Duration::from_secs(8);
+    let mut s = share(&a, "s", &["web"], &[&b]);
+    s["spec"]["expiresAt"] = json!(expires.to_string());
+    env.apply(s).await;
+    env.apply(acceptance(&b, "from-a", &a, &[], "Accept")).await;
+    expect_access(&env, &a, "web", &b, true).await;
+
+    // Nothing changes at expiry except the clock: the operator must have scheduled itself.
+    env.wait_for::<ImageShare, _>(&a, "s", "Ready=False/Expired", |s| {
+        ready_reason(s.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "Expired".into()))
+    })
+    .await;
+    expect_access(&env, &a, "web", &b, false).await;
+    env.eventually("an AccessRevoked event on the recipient's ShareAcceptance", || async {
+        env.events(&b).await.iter().any(|e| {
+            e.reason.as_deref() == Some("AccessRevoked")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("from-a")
+                && e.note.as_deref().is_some_and(|n| n.contains("expired"))
+        })
+    })
+    .await;
+    env.cleanup().await;
+}

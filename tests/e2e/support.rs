@@ -241,6 +241,12 @@ impl Env {
         result.status.is_some_and(|s| s.allowed)
     }
 
+    /// The events.k8s.io Events of a namespace.
+    pub async fn events(&self, ns: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), ns);
+        api.list(&ListParams::default()).await.expect("list events").items
+    }
+
     /// Managed Roles and RoleBindings in a namespace, by name.
     pub async fn grants(&self, ns: &str) -> (BTreeMap<String, Role>, BTreeMap<String, RoleBinding>) {
         let lp = ListParams::default().labels("app.kubernetes.io/managed-by=ims-operator");
