@@ -112,9 +112,11 @@ impl OwnerEval {
         {
             return Some(r);
         }
+        // With a recipient limit of 0 no image can become a shared image: that limit, not the
+        // shared-images one, is what refuses the pair.
         if self.pair(image, recipient).is_some() {
             None
-        } else if self.shared_images.contains(image) {
+        } else if self.shared_images.contains(image) || !has_room(self.limits.recipients_per_image, 0) {
             Some(Refusal::RecipientLimitExceeded)
         } else {
             Some(Refusal::SharedImageLimitExceeded)

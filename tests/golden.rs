@@ -1,0 +1,388 @@
+//! `simulate` over every example folder, compared with the golden files in `tests/golden/`
+//! (`IMS_UPDATE_GOLDEN=1 cargo test --test golden` rewrites them), and the `-o yaml` contract
+//! of SPEC §4: the stream reads back as the same values, also with YAML 1.1 readers (PyYAML).
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+};
+
+use ims_operator::{
+    config::Config,
+    simulate::{Report, simulate},
+};
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const UPDATE: &str = "IMS_UPDATE_GOLDEN";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn now() -> Timestamp {
+    "2026-06-01T00:00:00Z".parse().unwrap()
+}
+
+fn is_yaml(p: &Path) -> bool {
+    p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// Folders under `examples/` that directly contain YAML files, sorted.
+fn leaf_examples() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        if entries.iter().any(|p| is_yaml(p)) {
+            out.push(dir.to_path_buf());
+        }
+        for e in entries.iter().filter(|p| p.is_dir()) {
+            walk(e, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join("examples"), &mut out);
+    assert!(
+        out.len() >= 14,
+        "examples/ should hold the scenario folders, found {out:?}"
+    );
+    out
+}
+
+/// `examples/04-x/step1` -> `04-x__step1`.
+fn golden_stem(example: &Path) -> String {
+    let rel = example.strip_prefix(root().join("examples")).unwrap();
+    rel.to_string_lossy().replace(['/', '\\'], "__")
+}
+
+/// Every example simulated once, shared by the tests of this file.
+fn reports() -> &'static [(PathBuf, Report)] {
+    static REPORTS: OnceLock<Vec<(PathBuf, Report)>> = OnceLock::new();
+    REPORTS.get_or_init(|| leaf_examples().into_iter().map(|e| (e.clone(), run(&e))).collect())
+}
+
+fn run(example: &Path) -> Report {
+    let report = simulate(&[example.to_path_buf()], Config::default(), now()).unwrap();
+    assert!(
+        report.errors.is_empty(),
+        "{}: simulate reported errors: {:#?}",
+        example.display(),
+        report.errors
+    );
+    report
+}
+
+#[test]
+fn examples_match_golden_files() {
+    let dir = root().join("tests/golden");
+    let update = std::env::var_os(UPDATE).is_some_and(|v| v == "1");
+    if update {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let mut expected_files = Vec::new();
+    let mut mismatches = Vec::new();
+    for (example, report) in reports() {
+        let stem = golden_stem(example);
+        for (ext, text) in [("yaml", report.yaml()), ("txt", report.table())] {
+            let name = format!("{stem}.{ext}");
+            let path = dir.join(&name);
+            expected_files.push(name.clone());
+            if update {
+                std::fs::write(&path, &text).unwrap();
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(golden) if golden == text => {}
+                Ok(golden) => mismatches.push(format!("{name}:\n{}", first_difference(&golden, &text))),
+                Err(e) => mismatches.push(format!("{name}: {e}")),
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "simulate output differs from tests/golden (if intended: {UPDATE}=1 cargo test --test golden):\n{}",
+        mismatches.join("\n")
+    );
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    expected_files.sort();
+    assert_eq!(present, expected_files, "tests/golden holds a file for no example");
+}
+
+fn first_difference(golden: &str, actual: &str) -> String {
+    let (g, a): (Vec<&str>, Vec<&str>) = (golden.lines().collect(), actual.lines().collect());
+    for i in 0..g.len().max(a.len()) {
+        if g.get(i) != a.get(i) {
+            return format!(
+                "  line {}:\n  golden: {:?}\n  actual: {:?}",
+                i + 1,
+                g.get(i).unwrap_or(&"<end>"),
+                a.get(i).unwrap_or(&"<end>")
+            );
+        }
+    }
+    "  (only trailing newlines differ)".into()
+}
+
+/// The documents of a YAML stream, read with serde_yaml.
+fn parse_stream(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("the stream is valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The documents of YAML streams, read with PyYAML (a YAML 1.1 reader) in one run, or None
+/// (with a notice) when python3 with PyYAML is not available.
+fn parse_with_pyyaml(streams: &[String]) -> Option<Vec<Vec<Value>>> {
+    const SCRIPT: &str = "import sys, json, yaml\n\
+        streams = json.load(sys.stdin)\n\
+        out = [[d for d in yaml.safe_load_all(s) if d is not None] for s in streams]\n\
+        print(json.dumps(out))\n";
+    let probe = Command::new("python3").args(["-c", "import yaml"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("notice: python3 with PyYAML not found; skipping the YAML 1.1 read-back check");
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(streams).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "PyYAML could not read the stream (e.g. an unquoted timestamp is not JSON): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Statuses the report computed, by (kind, namespace, name).
+fn statuses(report: &Report) -> BTreeMap<(String, String, String), Value> {
+    let mut map = BTreeMap::new();
+    for o in &report.outcomes {
+        let ns = &o.namespace;
+        let key = |kind: &str, name: &str| (kind.to_string(), ns.clone(), name.to_string());
+        for u in &o.images {
+            map.insert(key("PrivateImage", &u.name), serde_json::to_value(&u.status).unwrap());
+        }
+        for u in &o.shares {
+            map.insert(key("ImageShare", &u.name), serde_json::to_value(&u.status).unwrap());
+        }
+        for u in &o.acceptances {
+            map.insert(
+                key("ShareAcceptance", &u.name),
+                serde_json::to_value(&u.status).unwrap(),
+            );
+        }
+    }
+    map
+}
+
+/// The input documents of the three kinds, in input order (files in name order).
+fn input_documents(folder: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files.iter().filter(|p| is_yaml(p)) {
+        for mut doc in parse_stream(&std::fs::read_to_string(f).unwrap()) {
+            if doc["apiVersion"] == "ims.imageshare.io/v1alpha1" {
+                doc.as_object_mut().unwrap().remove("status");
+                docs.push(doc);
+            }
+        }
+    }
+    docs
+}
+
+/// `-o yaml` reads back (serde_yaml) as the input objects with the computed statuses; returns
+/// the documents read.
+fn check_yaml_reads_back(folder: &Path, report: &Report) -> Vec<Value> {
+    let text = report.yaml();
+    let docs = parse_stream(&text);
+    let inputs = input_documents(folder);
+    assert_eq!(
+        docs.len(),
+        inputs.len(),
+        "{}: one document per input object",
+        folder.display()
+    );
+    let statuses = statuses(report);
+    assert_eq!(
+        docs.len(),
+        statuses.len(),
+        "{}: every object has a status",
+        folder.display()
+    );
+    for (doc, input) in docs.iter().zip(&inputs) {
+        let key = (
+            doc["kind"].as_str().unwrap().to_string(),
+            doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
+            doc["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        assert_eq!(
+            doc.get("status"),
+            statuses.get(&key),
+            "{}: status of {key:?}",
+            folder.display()
+        );
+        let mut without_status = doc.clone();
+        without_status.as_object_mut().unwrap().remove("status");
+        // The object is echoed as given (an object without a namespace may show `default`).
+        let mut defaulted = input.clone();
+        if defaulted.pointer("/metadata/namespace").is_none() {
+            defaulted["metadata"]["namespace"] = json!("default");
+        }
+        assert!(
+            without_status == *input || without_status == defaulted,
+            "{}: the object itself is echoed:\n{without_status:#}\n{input:#}",
+            folder.display()
+        );
+    }
+    docs
+}
+
+/// PyYAML reads the same values from each `-o yaml` stream as serde_yaml.
+fn check_pyyaml_agrees(folders: &[&Path], reports: &[&Report], docs: &[Vec<Value>]) {
+    let streams: Vec<String> = reports.iter().map(|r| r.yaml()).collect();
+    let Some(py) = parse_with_pyyaml(&streams) else { return };
+    for ((folder, py), docs) in folders.iter().zip(py).zip(docs) {
+        assert_eq!(&py, docs, "{}: PyYAML reads different values", folder.display());
+    }
+}
+
+#[test]
+fn yaml_output_of_every_example_reads_back_as_the_statuses() {
+    let mut folders = Vec::new();
+    let mut all = Vec::new();
+    let mut docs = Vec::new();
+    for (example, report) in reports() {
+        docs.push(check_yaml_reads_back(example, report));
+        folders.push(example.as_path());
+        all.push(report);
+    }
+    check_pyyaml_agrees(&folders, &all, &docs);
+}
+
+#[test]
+fn yaml_output_quotes_strings_that_yaml_1_1_would_read_as_something_else() {
+    let tricky = [
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "y",
+        "n",
+        "true",
+        "null",
+        "~",
+        "0755",
+        "0x1F",
+        "1e3",
+        "1_000",
+        "12:30",
+        "2026-01-01",
+        ".inf",
+        "-",
+        "- x",
+        "a: b",
+        "#c",
+        "@at",
+        "`tick",
+        "'single'",
+        "\"double\"",
+        "back\\slash",
+        "line\nbreak",
+        "tab\there",
+        " lead",
+        "trail ",
+        "共享镜像",
+        "&anchor",
+        "*alias",
+        "!tag",
+        "%pct",
+        "{flow}",
+        "[seq]",
+        "a #b",
+        "?",
+    ];
+    let dir = std::env::temp_dir().join(format!("ims-golden-yaml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut docs = Vec::new();
+    for (i, text) in tricky.iter().enumerate() {
+        docs.push(json!({
+            "apiVersion": "ims.imageshare.io/v1alpha1",
+            "kind": "PrivateImage",
+            "metadata": {"name": format!("img-{i}"), "namespace": "tenant-a",
+                         "labels": {"note": text}, "annotations": {"text": text}},
+            "spec": {
+                "displayName": text, "osVersion": text, "description": text, "diskSizeGiB": 40,
+                "source": {"file": {"url": format!("s3://bucket/{i}.qcow2"), "format": "QCOW2"}}
+            }
+        }));
+    }
+    let images: Vec<String> = (0..tricky.len()).map(|i| format!("img-{i}")).collect();
+    for (k, chunk) in images.chunks(30).enumerate() {
+        docs.push(json!({
+            "apiVersion": "ims.imageshare.io/v1alpha1", "kind": "ImageShare",
+            "metadata": {"name": format!("s{k}"), "namespace": "tenant-a"},
+            "spec": {"images": chunk, "recipients": ["tenant-b"]}
+        }));
+    }
+    docs.push(json!({
+        "apiVersion": "ims.imageshare.io/v1alpha1", "kind": "ShareAcceptance",
+        "metadata": {"name": "all", "namespace": "tenant-b"},
+        "spec": {"owner": "tenant-a", "images": [], "decision": "Accept"}
+    }));
+    // Without a namespace: in `default`.
+    docs.push(json!({
+        "apiVersion": "ims.imageshare.io/v1alpha1", "kind": "ShareAcceptance",
+        "metadata": {"name": "no-namespace"},
+        "spec": {"owner": "tenant-a"}
+    }));
+    let text: String = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap()))
+        .collect();
+    std::fs::write(dir.join("objects.yaml"), text).unwrap();
+    let mut config = Config::default();
+    config.limits.private_images_per_tenant = -1;
+    config.limits.shared_images_per_tenant = -1;
+    let report = simulate(std::slice::from_ref(&dir), config, now()).unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let out = report.yaml();
+    let parsed = parse_stream(&out);
+    // The received images carry displayName and osVersion of every tricky string.
+    let acc = parsed.iter().find(|d| d["kind"] == "ShareAcceptance").unwrap();
+    let received = acc["status"]["images"].as_array().unwrap();
+    assert_eq!(received.len(), tricky.len());
+    for d in &parsed {
+        let name = d["metadata"]["name"].as_str().unwrap();
+        if let Some(i) = name.strip_prefix("img-") {
+            let text = tricky[i.parse::<usize>().unwrap()];
+            assert_eq!(d["spec"]["displayName"], text);
+            assert_eq!(d["metadata"]["labels"]["note"], text);
+            let r = received.iter().find(|r| r["name"] == name).unwrap();
+            assert_eq!(
+                (r["displayName"].as_str(), r["osVersion"].as_str()),
+                (Some(text), Some(text))
+            );
+        }
+    }
+    assert_eq!(parsed.len(), docs.len());
+    let read = check_yaml_reads_back(&dir, &report);
+    check_pyyaml_agrees(&[dir.as_path()], &[&report], &[read]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
