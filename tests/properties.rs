@@ -1,6 +1,7 @@
 //! Properties of the decision engine over random small worlds (SPEC §3, §3.1, §5):
 //! limits are never exceeded, the output does not depend on input order, an evaluation fed its
-//! own statuses is a fixed point, and a grant exists exactly for the Accepted pairs.
+//! own statuses is a fixed point, a grant exists exactly for the Accepted pairs, and the
+//! snapshot's cached owner evaluations always equal a fresh evaluation.
 
 mod common;
 
@@ -134,6 +135,7 @@ fn image_name(i: u8) -> String {
 }
 
 /// One thing to put into a snapshot.
+#[derive(Clone)]
 enum Item {
     Namespace(String, NamespaceInfo),
     Volume(String, String, VolumeState),
@@ -464,5 +466,70 @@ proptest! {
             }
             feed_back(&mut snap, &outcomes);
         }
+    }
+
+    #[test]
+    fn cached_owner_evaluations_equal_a_fresh_evaluation(
+        first in world_strategy(),
+        second in world_strategy(),
+        every in 1usize..6,
+        days_later in 0i64..3,
+    ) {
+        // Evaluate (filling the cache) between the changes that turn one world into another,
+        // as the controller does between watch events; the result must not depend on what
+        // was cached.
+        let mut snap = build(&first, 0);
+        let outcomes = core::evaluate_all(&snap);
+        feed_back(&mut snap, &outcomes);
+        let next = items(&second);
+        let keep: BTreeSet<(u8, String, String)> = next.iter().map(|item| match item {
+            Item::Namespace(n, _) => (0, String::new(), n.clone()),
+            Item::Volume(ns, n, _) => (1, ns.clone(), n.clone()),
+            Item::Image(o) => (2, o.metadata.namespace.clone().unwrap(), o.metadata.name.clone().unwrap()),
+            Item::Share(o) => (3, o.metadata.namespace.clone().unwrap(), o.metadata.name.clone().unwrap()),
+            Item::Acceptance(o) => (4, o.metadata.namespace.clone().unwrap(), o.metadata.name.clone().unwrap()),
+        }).collect();
+        for item in items(&first) {
+            match item {
+                Item::Namespace(n, _) if !keep.contains(&(0, String::new(), n.clone())) => snap.remove_namespace(&n),
+                Item::Volume(ns, n, _) if !keep.contains(&(1, ns.clone(), n.clone())) => snap.set_volume(&ns, &n, None),
+                Item::Image(o) => {
+                    let (ns, n) = (o.metadata.namespace.unwrap(), o.metadata.name.unwrap());
+                    if !keep.contains(&(2, ns.clone(), n.clone())) { snap.remove_image(&ns, &n) }
+                }
+                Item::Share(o) => {
+                    let (ns, n) = (o.metadata.namespace.unwrap(), o.metadata.name.unwrap());
+                    if !keep.contains(&(3, ns.clone(), n.clone())) { snap.remove_share(&ns, &n) }
+                }
+                Item::Acceptance(o) => {
+                    let (ns, n) = (o.metadata.namespace.unwrap(), o.metadata.name.unwrap());
+                    if !keep.contains(&(4, ns.clone(), n.clone())) { snap.remove_acceptance(&ns, &n) }
+                }
+                _ => {}
+            }
+        }
+        for (i, item) in next.into_iter().enumerate() {
+            match item {
+                Item::Namespace(name, info) => snap.upsert_namespace(&name, info),
+                Item::Volume(ns, name, state) => snap.set_volume(&ns, &name, Some(state)),
+                Item::Image(o) => snap.upsert_image(Arc::new(o)),
+                Item::Share(o) => snap.upsert_share(Arc::new(o)),
+                Item::Acceptance(o) => snap.upsert_acceptance(Arc::new(o)),
+            }
+            // Evaluating fills the cache; writing the statuses back (only sometimes, so that
+            // cached evaluations survive) invalidates the owners whose objects changed.
+            if i % every == 0 {
+                let outcomes = core::evaluate_all(&snap);
+                if i % (3 * every) == 0 {
+                    feed_back(&mut snap, &outcomes);
+                }
+            }
+        }
+        core::evaluate_all(&snap);
+        // Time passes too: shares of these worlds expire a day from now.
+        snap.set_now(from_now(days_later * 86_400));
+        let cached = core::evaluate_all(&snap);
+        let fresh = core::evaluate_all(&snap.clone());
+        prop_assert_eq!(cached, fresh);
     }
 }

@@ -2,6 +2,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::ShareState;
+
 /// Shares PrivateImages of this namespace with other tenants (namespaces). Each recipient then
 /// accepts, rejects or removes the offer with a ShareAcceptance in its own namespace.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -98,4 +100,24 @@ pub struct SharedImageStatus {
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub removed: Vec<String>,
+}
+
+impl SharedImageStatus {
+    /// The four recipient lists, each with the state it holds.
+    pub fn lists(&self) -> [(ShareState, &Vec<String>); 4] {
+        [
+            (ShareState::Pending, &self.pending),
+            (ShareState::Accepted, &self.accepted),
+            (ShareState::Rejected, &self.rejected),
+            (ShareState::Removed, &self.removed),
+        ]
+    }
+
+    /// The state of one recipient, if the image is offered to it.
+    pub fn state_of(&self, recipient: &str) -> Option<ShareState> {
+        self.lists()
+            .into_iter()
+            .find(|(_, list)| list.iter().any(|r| r == recipient))
+            .map(|(state, _)| state)
+    }
 }

@@ -106,12 +106,7 @@ pub fn image_events(
 fn share_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(String, String), ShareState> {
     let mut pairs = BTreeMap::new();
     for img in status.iter().flat_map(|s| &s.images) {
-        for (state, list) in [
-            (ShareState::Pending, &img.pending),
-            (ShareState::Accepted, &img.accepted),
-            (ShareState::Rejected, &img.rejected),
-            (ShareState::Removed, &img.removed),
-        ] {
+        for (state, list) in img.lists() {
             for r in list {
                 pairs.insert((img.name.clone(), r.clone()), state);
             }

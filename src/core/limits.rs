@@ -2,7 +2,7 @@
 
 use crate::config::{Limit, UNLIMITED};
 
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, World};
 
 /// Namespace annotation overriding the private-images limit of one tenant.
 pub const LIMIT_PRIVATE_IMAGES: &str = "ims.imageshare.io/limit.private-images";
@@ -69,12 +69,15 @@ pub fn tenant_limits(snap: &Snapshot, namespace: &str) -> TenantLimits {
 }
 
 /// The region of an existing namespace: its label, or the operator's region.
-pub fn region_of(snap: &Snapshot, namespace: &str) -> Option<String> {
-    let info = snap.namespace(namespace)?;
-    Some(
-        info.labels
-            .get(REGION_LABEL)
-            .cloned()
-            .unwrap_or_else(|| snap.config.region.clone()),
-    )
+pub fn region_of<'a>(snap: &'a Snapshot, namespace: &str) -> Option<&'a str> {
+    match snap.namespaces.get(namespace) {
+        Some(info) => Some(
+            info.labels
+                .get(REGION_LABEL)
+                .map(String::as_str)
+                .unwrap_or(&snap.config.region),
+        ),
+        None if snap.world == World::Offline => Some(&snap.config.region),
+        None => None,
+    }
 }

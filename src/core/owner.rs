@@ -1,7 +1,12 @@
 //! Owner-side evaluation: which images are admitted and Ready, which (image, recipient) pairs
 //! are offered under the limits, and the state of each offered pair (SPEC §3, §3.1).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use k8s_openapi::jiff::Timestamp;
 
 use kube::ResourceExt;
 
@@ -86,9 +91,12 @@ pub struct OwnerEval {
     /// Offered pairs: image -> recipient -> state.
     pub offered: BTreeMap<String, BTreeMap<String, PairState>>,
     /// Offered pairs by recipient: recipient -> images.
-    pub by_recipient: BTreeMap<String, BTreeSet<String>>,
+    pub by_recipient: BTreeMap<String, BTreeMap<String, PairState>>,
     /// Images admitted under the shared-images limit.
     pub shared_images: BTreeSet<String>,
+    /// The time this evaluation judged expiry against, and the expiry times it depends on.
+    evaluated_at: Timestamp,
+    expiries: Vec<Timestamp>,
 }
 
 impl OwnerEval {
@@ -97,7 +105,7 @@ impl OwnerEval {
     }
 
     /// Images offered to one recipient.
-    pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = &String> {
+    pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = (&String, &PairState)> {
         self.by_recipient.get(recipient).into_iter().flat_map(|s| s.iter())
     }
 
@@ -141,7 +149,29 @@ impl OwnerEval {
         let Some(region) = region_of(snap, recipient) else {
             return Some(Refusal::RecipientNotFound);
         };
-        (self.region.as_deref() != Some(region.as_str())).then_some(Refusal::RegionMismatch)
+        (self.region.as_deref() != Some(region)).then_some(Refusal::RegionMismatch)
+    }
+}
+
+impl OwnerEval {
+    /// Whether this evaluation still holds at `now`: no share expired (or, with a clock set
+    /// back, came back) in between.
+    fn holds_at(&self, now: Timestamp) -> bool {
+        self.expiries.iter().all(|t| (*t <= self.evaluated_at) == (*t <= now))
+    }
+}
+
+impl Snapshot {
+    /// The evaluation of one owner, from the cache while no change touched it.
+    pub fn owner_eval(&self, owner: &str) -> Arc<OwnerEval> {
+        if let Some(eval) = self.owner_cache.get(owner)
+            && eval.holds_at(self.now)
+        {
+            return eval;
+        }
+        let eval = Arc::new(evaluate_owner(self, owner));
+        self.owner_cache.put(eval.clone());
+        eval
     }
 }
 
@@ -162,7 +192,7 @@ fn image_admitted(image: &PrivateImage) -> bool {
 /// Evaluates one owner tenant.
 pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     let limits = tenant_limits(snap, owner);
-    let region = region_of(snap, owner);
+    let region = region_of(snap, owner).map(str::to_string);
     let images = judge_images(snap, owner, &limits);
     let mut eval = OwnerEval {
         owner: owner.to_string(),
@@ -172,6 +202,11 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         offered: BTreeMap::new(),
         by_recipient: BTreeMap::new(),
         shared_images: BTreeSet::new(),
+        evaluated_at: snap.now,
+        expiries: snap
+            .shares_in(owner)
+            .filter_map(|s| s.object.spec.expires_at.as_ref().map(|t| t.0))
+            .collect(),
     };
     admit_pairs(snap, &mut eval);
     decide_states(snap, &mut eval);
@@ -365,19 +400,15 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
                 chosen.push(r);
             }
         }
-        let pairs = eval.offered.entry(image.to_string()).or_default();
         for r in chosen {
-            pairs.insert(
-                r.to_string(),
-                PairState {
-                    state: ShareState::Pending,
-                    winner: None,
-                },
-            );
+            let pending = PairState {
+                state: ShareState::Pending,
+                winner: None,
+            };
             eval.by_recipient
                 .entry(r.to_string())
                 .or_default()
-                .insert(image.to_string());
+                .insert(image.to_string(), pending);
         }
     }
 }
@@ -411,21 +442,26 @@ pub fn winner<'a>(acceptances: &[&'a Entry<ShareAcceptance>], image: &str) -> Op
     })
 }
 
+/// Decides the state of every offered pair, then indexes the pairs by image too.
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
-    for (recipient, images) in &eval.by_recipient {
+    for (recipient, images) in &mut eval.by_recipient {
         let acceptances: Vec<&Entry<ShareAcceptance>> = snap.acceptances_for(recipient, &eval.owner).collect();
         if acceptances.is_empty() {
             continue;
         }
-        for image in images {
-            let Some(w) = winner(&acceptances, image) else { continue };
-            let pair = eval
-                .offered
-                .get_mut(image)
-                .and_then(|m| m.get_mut(recipient))
-                .expect("indexed pair exists");
-            pair.state = w.decision.state();
-            pair.winner = Some(w);
+        for (image, pair) in images.iter_mut() {
+            if let Some(w) = winner(&acceptances, image) {
+                pair.state = w.decision.state();
+                pair.winner = Some(w);
+            }
+        }
+    }
+    for (recipient, images) in &eval.by_recipient {
+        for (image, pair) in images {
+            eval.offered
+                .entry(image.clone())
+                .or_default()
+                .insert(recipient.clone(), pair.clone());
         }
     }
 }

@@ -113,7 +113,7 @@ pub enum World {
 }
 
 /// The snapshot the engine evaluates.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Snapshot {
     pub config: Config,
     pub subjects: Vec<SubjectTemplate>,
@@ -123,11 +123,61 @@ pub struct Snapshot {
     pub(crate) images: HashMap<String, BTreeMap<String, Entry<PrivateImage>>>,
     pub(crate) shares: HashMap<String, BTreeMap<String, Entry<ImageShare>>>,
     pub(crate) acceptances: HashMap<String, BTreeMap<String, Entry<ShareAcceptance>>>,
-    /// (recipient namespace, owner namespace) -> names of the recipient's acceptances.
-    pub(crate) acceptances_by_owner: HashMap<(String, String), BTreeSet<String>>,
+    /// recipient namespace -> owner namespace -> names of the recipient's acceptances.
+    pub(crate) acceptances_by_owner: HashMap<String, HashMap<String, BTreeSet<String>>>,
     pub(crate) volumes: HashMap<(String, String), VolumeState>,
     pub(crate) machines: HashMap<(String, String), MachineState>,
     next_input_order: u64,
+    /// Owner evaluations, kept until a change touches the owner (see `invalidate_owner`).
+    pub(crate) owner_cache: OwnerCache,
+}
+
+/// Cached owner evaluations. Every mutation of the snapshot drops the evaluations it may
+/// change, so a reconcile after one change re-evaluates only the owners that change touches.
+#[derive(Debug, Default)]
+pub(crate) struct OwnerCache(std::sync::Mutex<HashMap<String, Arc<crate::core::owner::OwnerEval>>>);
+
+impl OwnerCache {
+    pub(crate) fn get(&self, owner: &str) -> Option<Arc<crate::core::owner::OwnerEval>> {
+        self.lock().get(owner).cloned()
+    }
+
+    pub(crate) fn put(&self, eval: Arc<crate::core::owner::OwnerEval>) {
+        self.lock().insert(eval.owner.clone(), eval);
+    }
+
+    fn remove(&self, owner: &str) {
+        self.lock().remove(owner);
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<crate::core::owner::OwnerEval>>> {
+        // Evaluations are pure values; a panic elsewhere can not leave one half-written.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        Snapshot {
+            config: self.config.clone(),
+            subjects: self.subjects.clone(),
+            now: self.now,
+            world: self.world,
+            namespaces: self.namespaces.clone(),
+            images: self.images.clone(),
+            shares: self.shares.clone(),
+            acceptances: self.acceptances.clone(),
+            acceptances_by_owner: self.acceptances_by_owner.clone(),
+            volumes: self.volumes.clone(),
+            machines: self.machines.clone(),
+            next_input_order: self.next_input_order,
+            owner_cache: OwnerCache::default(),
+        }
+    }
 }
 
 impl Snapshot {
@@ -147,6 +197,7 @@ impl Snapshot {
             volumes: HashMap::new(),
             machines: HashMap::new(),
             next_input_order: 0,
+            owner_cache: OwnerCache::default(),
         })
     }
 
@@ -164,17 +215,30 @@ impl Snapshot {
         self.now = now;
     }
 
+    /// Drops the cached evaluation of one owner.
+    pub fn invalidate_owner(&self, owner: &str) {
+        self.owner_cache.remove(owner);
+    }
+
     pub fn upsert_namespace(&mut self, name: &str, info: NamespaceInfo) {
+        if self.namespaces.get(name) != Some(&info) {
+            // Limits, region and existence of a namespace feed every owner sharing with it;
+            // namespaces change rarely, so drop everything rather than track who shares where.
+            self.owner_cache.clear();
+        }
         self.namespaces.insert(name.to_string(), info);
     }
 
     pub fn remove_namespace(&mut self, name: &str) {
-        self.namespaces.remove(name);
+        if self.namespaces.remove(name).is_some() {
+            self.owner_cache.clear();
+        }
     }
 
     pub fn upsert_image(&mut self, image: Arc<PrivateImage>) {
         let age = self.age_of(&image.metadata);
         let ns = image.namespace().unwrap_or_default();
+        self.invalidate_owner(&ns);
         self.images
             .entry(ns)
             .or_default()
@@ -182,12 +246,14 @@ impl Snapshot {
     }
 
     pub fn remove_image(&mut self, namespace: &str, name: &str) {
+        self.invalidate_owner(namespace);
         remove_from(&mut self.images, namespace, name);
     }
 
     pub fn upsert_share(&mut self, share: Arc<ImageShare>) {
         let age = self.age_of(&share.metadata);
         let ns = share.namespace().unwrap_or_default();
+        self.invalidate_owner(&ns);
         self.shares
             .entry(ns)
             .or_default()
@@ -195,6 +261,7 @@ impl Snapshot {
     }
 
     pub fn remove_share(&mut self, namespace: &str, name: &str) {
+        self.invalidate_owner(namespace);
         remove_from(&mut self.shares, namespace, name);
     }
 
@@ -203,8 +270,11 @@ impl Snapshot {
         let name = acceptance.name_any();
         self.remove_acceptance(&ns, &name);
         let age = self.age_of(&acceptance.metadata);
+        self.invalidate_owner(&acceptance.spec.owner);
         self.acceptances_by_owner
-            .entry((ns.clone(), acceptance.spec.owner.clone()))
+            .entry(ns.clone())
+            .or_default()
+            .entry(acceptance.spec.owner.clone())
             .or_default()
             .insert(name.clone());
         self.acceptances.entry(ns).or_default().insert(
@@ -220,11 +290,17 @@ impl Snapshot {
         let Some(old) = self.acceptances.get_mut(namespace).and_then(|m| m.remove(name)) else {
             return;
         };
-        let key = (namespace.to_string(), old.object.spec.owner.clone());
-        if let Some(names) = self.acceptances_by_owner.get_mut(&key) {
-            names.remove(name);
-            if names.is_empty() {
-                self.acceptances_by_owner.remove(&key);
+        let owner = &old.object.spec.owner;
+        self.owner_cache.remove(owner);
+        if let Some(by_owner) = self.acceptances_by_owner.get_mut(namespace) {
+            if let Some(names) = by_owner.get_mut(owner) {
+                names.remove(name);
+                if names.is_empty() {
+                    by_owner.remove(owner);
+                }
+            }
+            if by_owner.is_empty() {
+                self.acceptances_by_owner.remove(namespace);
             }
         }
         if self.acceptances.get(namespace).is_some_and(|m| m.is_empty()) {
@@ -233,6 +309,7 @@ impl Snapshot {
     }
 
     pub fn set_volume(&mut self, namespace: &str, name: &str, state: Option<VolumeState>) {
+        self.invalidate_owner(namespace);
         let key = (namespace.to_string(), name.to_string());
         match state {
             Some(s) => self.volumes.insert(key, s),
@@ -241,6 +318,7 @@ impl Snapshot {
     }
 
     pub fn set_machine(&mut self, namespace: &str, name: &str, state: Option<MachineState>) {
+        self.invalidate_owner(namespace);
         let key = (namespace.to_string(), name.to_string());
         match state {
             Some(s) => self.machines.insert(key, s),
@@ -275,9 +353,7 @@ impl Snapshot {
 
     /// The acceptances a recipient namespace wrote about one owner.
     pub fn acceptances_for(&self, recipient: &str, owner: &str) -> impl Iterator<Item = &Entry<ShareAcceptance>> {
-        let names = self
-            .acceptances_by_owner
-            .get(&(recipient.to_string(), owner.to_string()));
+        let names = self.acceptances_by_owner.get(recipient).and_then(|m| m.get(owner));
         let all = self.acceptances.get(recipient);
         names
             .into_iter()

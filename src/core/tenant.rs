@@ -1,10 +1,7 @@
 //! Per-tenant evaluation: the desired status of every object in one namespace, its grants and
 //! the events to publish.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -19,12 +16,18 @@ use super::{
     events::{EventSpec, EventType, Regarding, acceptance_events, image_events, share_events},
     grants::{Grant, build_grant},
     limits::describe,
-    owner::{OwnerEval, Refusal, evaluate_owner, is_expired},
+    owner::{OwnerEval, Refusal, is_expired},
     snapshot::{Entry, Snapshot},
 };
 
 /// The most images a ShareAcceptance status lists (SPEC §2.3).
 pub const MAX_RECEIVED_IMAGES: usize = 1000;
+/// The serialized size the listed images may take. 1,000 entries with the longest allowed
+/// URLs and names would come to about 3 MB, twice what etcd stores in one object; the list
+/// stops earlier then, and `moreImages` counts the rest.
+pub const MAX_RECEIVED_BYTES: usize = 768 * 1024;
+/// Serialized size of an entry besides its variable strings (keys, enums, time, counts).
+const RECEIVED_ENTRY_OVERHEAD: usize = 320;
 
 /// Reasons of a ShareAcceptance's Ready condition and of its image entries.
 pub mod acceptance_reason {
@@ -49,7 +52,7 @@ pub struct StatusUpdate<S> {
 }
 
 /// Everything the controller must write for one namespace.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TenantOutcome {
     pub namespace: String,
     pub images: Vec<StatusUpdate<PrivateImageStatus>>,
@@ -70,28 +73,19 @@ impl TenantOutcome {
     }
 }
 
-/// Evaluates tenants, computing each owner's offers once.
+/// Evaluates tenants; owner evaluations come from the snapshot's cache.
 pub struct Evaluator<'a> {
     snap: &'a Snapshot,
-    owners: HashMap<String, Arc<OwnerEval>>,
 }
 
 impl<'a> Evaluator<'a> {
     pub fn new(snap: &'a Snapshot) -> Self {
-        Evaluator {
-            snap,
-            owners: HashMap::new(),
-        }
+        Evaluator { snap }
     }
 
-    /// The owner-side evaluation of a namespace (cached).
+    /// The owner-side evaluation of a namespace.
     pub fn owner(&mut self, owner: &str) -> Arc<OwnerEval> {
-        if let Some(e) = self.owners.get(owner) {
-            return e.clone();
-        }
-        let e = Arc::new(evaluate_owner(self.snap, owner));
-        self.owners.insert(owner.to_string(), e.clone());
-        e
+        self.snap.owner_eval(owner)
     }
 
     /// Everything to write for one namespace: as an owner (images, shares, grants) and as a
@@ -346,20 +340,15 @@ fn acceptance_status(
     let name = acceptance.name_any();
     let spec = &acceptance.spec;
     let previous = acceptance.status.as_ref();
-    let previous_images: BTreeMap<&str, &ReceivedImage> = previous
-        .iter()
-        .flat_map(|s| &s.images)
-        .map(|i| (i.name.as_str(), i))
-        .collect();
+    // The previous list is sorted by name, like the new one.
+    let previous_images: &[ReceivedImage] = previous.map(|s| s.images.as_slice()).unwrap_or_default();
 
     let mut covered = 0usize;
     let mut conflicts: Vec<String> = Vec::new();
     let mut images = Vec::new();
     let mut more_images = 0;
-    for image in owner.offered_to(&namespace) {
-        let Some(pair) = owner.pair(image, &namespace) else {
-            continue;
-        };
+    let mut listed_bytes = 0usize;
+    for (image, pair) in owner.offered_to(&namespace) {
         let named = spec.images.iter().any(|i| i == image);
         let covers = named || spec.images.is_empty();
         let reason = match &pair.winner {
@@ -380,7 +369,7 @@ fn acceptance_status(
         if covers {
             covered += 1;
         }
-        if images.len() >= MAX_RECEIVED_IMAGES {
+        if images.len() >= MAX_RECEIVED_IMAGES || listed_bytes >= MAX_RECEIVED_BYTES {
             more_images += 1;
             continue;
         }
@@ -388,7 +377,30 @@ fn acceptance_status(
             continue;
         };
         let spec_of = &source_image.object.spec;
-        let last_transition_time = match previous_images.get(image.as_str()) {
+        let entry_bytes = RECEIVED_ENTRY_OVERHEAD
+            + image.len()
+            + owner.owner.len()
+            + pair.winner.as_ref().map_or(0, |w| w.acceptance.len())
+            + spec_of.display_name.as_ref().map_or(0, String::len)
+            + spec_of.os_version.as_ref().map_or(0, String::len)
+            + spec_of.source.file.as_ref().map_or(0, |f| f.url.len())
+            + spec_of
+                .source
+                .volume
+                .as_ref()
+                .map_or(0, |v| v.persistent_volume_claim.len())
+            + spec_of.source.server.as_ref().map_or(0, |v| v.name.len());
+        if listed_bytes + entry_bytes > MAX_RECEIVED_BYTES {
+            listed_bytes = MAX_RECEIVED_BYTES;
+            more_images += 1;
+            continue;
+        }
+        listed_bytes += entry_bytes;
+        let previous_entry = previous_images
+            .binary_search_by(|p| p.name.as_str().cmp(image))
+            .ok()
+            .map(|i| &previous_images[i]);
+        let last_transition_time = match previous_entry {
             Some(prev) if prev.state == pair.state => prev.last_transition_time.clone(),
             _ => Some(Time(snap.now)),
         };
@@ -502,7 +514,7 @@ fn withdrawal_cause(snap: &Snapshot, owner: &OwnerEval, image: &str, recipient: 
     if entry.object.spec.published || !owner.images.get(image).is_some_and(|v| v.ready) {
         return "the image is no longer available for sharing".into();
     }
-    if super::limits::region_of(snap, recipient) != owner.region {
+    if super::limits::region_of(snap, recipient) != owner.region.as_deref() {
         return "this namespace is no longer in the owner's region".into();
     }
     "the owner's sharing limits no longer admit it".into()

@@ -2,10 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{
-    api::{ShareState, ready_condition},
-    core::TenantOutcome,
-};
+use crate::{api::ready_condition, core::TenantOutcome};
 
 fn columns(rows: &[Vec<String>]) -> String {
     let mut widths = Vec::new();
@@ -119,12 +116,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
     for o in outcomes {
         for u in &o.shares {
             for img in &u.status.images {
-                for (state, list) in [
-                    (ShareState::Pending, &img.pending),
-                    (ShareState::Accepted, &img.accepted),
-                    (ShareState::Rejected, &img.rejected),
-                    (ShareState::Removed, &img.removed),
-                ] {
+                for (state, list) in img.lists() {
                     for r in list {
                         rows.push(vec![
                             o.namespace.clone(),

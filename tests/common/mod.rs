@@ -348,16 +348,7 @@ pub fn ready(conditions: &[Condition]) -> (&str, &str, &str) {
 
 /// The state of (image, recipient) in an ImageShare status, if offered.
 pub fn pair_state(status: &ImageShareStatus, image: &str, recipient: &str) -> Option<ShareState> {
-    let img = status.images.iter().find(|i| i.name == image)?;
-    [
-        (ShareState::Pending, &img.pending),
-        (ShareState::Accepted, &img.accepted),
-        (ShareState::Rejected, &img.rejected),
-        (ShareState::Removed, &img.removed),
-    ]
-    .into_iter()
-    .find(|(_, list)| list.iter().any(|r| r == recipient))
-    .map(|(s, _)| s)
+    status.images.iter().find(|i| i.name == image)?.state_of(recipient)
 }
 
 /// Every recipient an ImageShare status lists for an image, any state.

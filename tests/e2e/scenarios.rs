@@ -8,30 +8,13 @@ use serde_json::json;
 
 use crate::support::{Env, acceptance, env, image, ready_reason, share};
 
-fn share_lists(s: &ImageShare, image: &str) -> Option<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> {
-    let img = s.status.as_ref()?.images.iter().find(|i| i.name == image)?;
-    Some((
-        img.pending.clone(),
-        img.accepted.clone(),
-        img.rejected.clone(),
-        img.removed.clone(),
-    ))
-}
-
 fn state_of(s: &ImageShare, image: &str, recipient: &str) -> Option<ShareState> {
-    let (p, a, r, m) = share_lists(s, image)?;
-    let has = |l: &Vec<String>| l.iter().any(|x| x == recipient);
-    if has(&p) {
-        Some(ShareState::Pending)
-    } else if has(&a) {
-        Some(ShareState::Accepted)
-    } else if has(&r) {
-        Some(ShareState::Rejected)
-    } else if has(&m) {
-        Some(ShareState::Removed)
-    } else {
-        None
-    }
+    s.status
+        .as_ref()?
+        .images
+        .iter()
+        .find(|i| i.name == image)?
+        .state_of(recipient)
 }
 
 async fn expect_state(env: &Env, owner: &str, share: &str, image: &str, recipient: &str, state: Option<ShareState>) {
