@@ -982,7 +982,10 @@ fn delete_published_image_policy() {
     // The message names the image, from the request (not from `oldObject.metadata.namespace`:
     // `namespace` is a CEL reserved word that kube-cel escapes in object keys).
     let message = results[0].message.clone().unwrap();
-    assert!(message.starts_with("PrivateImage tenant-a/lamp-market is published"), "{message}");
+    assert!(
+        message.starts_with("PrivateImage tenant-a/lamp-market is published"),
+        "{message}"
+    );
     let ctx = context(
         &Value::Null,
         &json!({"operation": "DELETE", "namespace": "tenant-a", "name": "lamp-market"}),

@@ -40,6 +40,60 @@ pub mod acceptance_reason {
     pub const OTHER_ACCEPTANCE: &str = "OtherAcceptance";
 }
 
+/// Memoized ShareAcceptance evaluations. An entry is reused while the acceptance object and
+/// its owner's evaluation are the very same (pointer-equal) values, and — when the status
+/// differs from the current one, so that new transition times are stamped — the same `now`.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptanceMemo(std::sync::Mutex<std::collections::HashMap<(String, String), MemoEntry>>);
+
+type MemoValue = (Arc<StatusUpdate<ShareAcceptanceStatus>>, Arc<Vec<EventSpec>>);
+
+#[derive(Debug)]
+struct MemoEntry {
+    owner: Arc<OwnerEval>,
+    object: Arc<ShareAcceptance>,
+    now: k8s_openapi::jiff::Timestamp,
+    value: MemoValue,
+}
+
+impl AcceptanceMemo {
+    fn get_or_insert(
+        &self,
+        snap: &Snapshot,
+        owner: &Arc<OwnerEval>,
+        entry: &Entry<ShareAcceptance>,
+        compute: impl FnOnce() -> (StatusUpdate<ShareAcceptanceStatus>, Vec<EventSpec>),
+    ) -> MemoValue {
+        let key = (entry.object.namespace().unwrap_or_default(), entry.object.name_any());
+        if let Some(hit) = self.lock().get(&key)
+            && Arc::ptr_eq(&hit.owner, owner)
+            && Arc::ptr_eq(&hit.object, &entry.object)
+            && (!hit.value.0.changed || hit.now == snap.now)
+        {
+            return hit.value.clone();
+        }
+        let (update, events) = compute();
+        let value = (Arc::new(update), Arc::new(events));
+        let memo = MemoEntry {
+            owner: owner.clone(),
+            object: entry.object.clone(),
+            now: snap.now,
+            value: value.clone(),
+        };
+        self.lock().insert(key, memo);
+        value
+    }
+
+    pub(crate) fn forget(&self, namespace: &str, name: &str) {
+        self.lock().remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), MemoEntry>> {
+        // Entries are whole values; a panic elsewhere can not leave one half-written.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Reason of an ImageShare whose every pair is offered.
 pub const ALL_OFFERED: &str = "AllOffered";
 
@@ -57,7 +111,9 @@ pub struct TenantOutcome {
     pub namespace: String,
     pub images: Vec<StatusUpdate<PrivateImageStatus>>,
     pub shares: Vec<StatusUpdate<ImageShareStatus>>,
-    pub acceptances: Vec<StatusUpdate<ShareAcceptanceStatus>>,
+    /// Shared with the snapshot's memo: an acceptance whose inputs did not change is not
+    /// evaluated again.
+    pub acceptances: Vec<Arc<StatusUpdate<ShareAcceptanceStatus>>>,
     /// The grants that must exist in this namespace (as an owner); any other managed grant
     /// here is pruned.
     pub grants: Vec<Grant>,
@@ -133,18 +189,23 @@ impl<'a> Evaluator<'a> {
         out.grants = grants(snap, &own);
         for entry in snap.acceptances_in(namespace) {
             let owner = self.owner(&entry.object.spec.owner);
-            let update = acceptance_status(snap, &owner, entry);
-            if update.changed {
-                let regarding = regarding("ShareAcceptance", entry.object.as_ref());
-                let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
-                out.events.extend(acceptance_events(
-                    &regarding,
-                    &owner.owner,
-                    entry.object.status.as_ref(),
-                    &update.status,
-                    &why,
-                ));
-            }
+            let (update, events) = snap.acceptance_memo.get_or_insert(snap, &owner, entry, || {
+                let update = acceptance_status(snap, &owner, entry);
+                let mut events = Vec::new();
+                if update.changed {
+                    let regarding = regarding("ShareAcceptance", entry.object.as_ref());
+                    let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
+                    events = acceptance_events(
+                        &regarding,
+                        &owner.owner,
+                        entry.object.status.as_ref(),
+                        &update.status,
+                        &why,
+                    );
+                }
+                (update, events)
+            });
+            out.events.extend(events.iter().cloned());
             out.acceptances.push(update);
         }
         out
