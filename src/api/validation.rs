@@ -22,18 +22,29 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// The openAPIV3Schema of one of our kinds.
+/// The openAPIV3Schema of one of our kinds (generated once per process).
 pub fn schema_of(kind: &str) -> Option<Value> {
-    let crd = super::crds().into_iter().find(|c| c.spec.names.kind == kind)?;
-    let schema = crd
-        .spec
-        .versions
-        .first()?
-        .schema
-        .as_ref()?
-        .open_api_v3_schema
-        .as_ref()?;
-    serde_json::to_value(schema).ok()
+    static SCHEMAS: std::sync::OnceLock<Vec<(String, Value)>> = std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        super::crds()
+            .into_iter()
+            .filter_map(|crd| {
+                let schema = crd
+                    .spec
+                    .versions
+                    .first()?
+                    .schema
+                    .as_ref()?
+                    .open_api_v3_schema
+                    .as_ref()?;
+                Some((crd.spec.names.kind.clone(), serde_json::to_value(schema).ok()?))
+            })
+            .collect()
+    });
+    schemas
+        .iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, schema)| schema.clone())
 }
 
 /// Validates an object (create when `old` is None, update otherwise). Returns every violation.
