@@ -243,15 +243,20 @@ fn build(world: &WorldSpec, seed: u64) -> Snapshot {
     }
     let mut snap = Snapshot::new(config(), World::Cluster { kubevirt: true }, now()).unwrap();
     for item in items {
-        match item {
-            Item::Namespace(name, info) => snap.upsert_namespace(&name, info),
-            Item::Volume(ns, name, state) => snap.set_volume(&ns, &name, Some(state)),
-            Item::Image(o) => snap.upsert_image(Arc::new(o)),
-            Item::Share(o) => snap.upsert_share(Arc::new(o)),
-            Item::Acceptance(o) => snap.upsert_acceptance(Arc::new(o)),
-        }
+        put(&mut snap, item);
     }
     snap
+}
+
+/// Puts one item into a snapshot (insert or replace).
+fn put(snap: &mut Snapshot, item: Item) {
+    match item {
+        Item::Namespace(name, info) => snap.upsert_namespace(&name, info),
+        Item::Volume(ns, name, state) => snap.set_volume(&ns, &name, Some(state)),
+        Item::Image(o) => snap.upsert_image(Arc::new(o)),
+        Item::Share(o) => snap.upsert_share(Arc::new(o)),
+        Item::Acceptance(o) => snap.upsert_acceptance(Arc::new(o)),
+    }
 }
 
 /// The limits in force for namespace `n`: its annotation, else the default.
@@ -509,13 +514,7 @@ proptest! {
             }
         }
         for (i, item) in next.into_iter().enumerate() {
-            match item {
-                Item::Namespace(name, info) => snap.upsert_namespace(&name, info),
-                Item::Volume(ns, name, state) => snap.set_volume(&ns, &name, Some(state)),
-                Item::Image(o) => snap.upsert_image(Arc::new(o)),
-                Item::Share(o) => snap.upsert_share(Arc::new(o)),
-                Item::Acceptance(o) => snap.upsert_acceptance(Arc::new(o)),
-            }
+            put(&mut snap, item);
             // Evaluating fills the cache; writing the statuses back (only sometimes, so that
             // cached evaluations survive) invalidates the owners whose objects changed.
             if i % every == 0 {
