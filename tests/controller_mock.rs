@@ -111,7 +111,7 @@ fn converged(accepted: bool) -> (PrivateImage, ImageShare, Option<ShareAcceptanc
         acc
     });
     let mut grants = ExistingGrants::default();
-    for g in &a.grants {
+    for g in a.grants.iter() {
         let name = g.role.metadata.name.clone().unwrap();
         grants.roles.insert(name.clone(), Arc::new(g.role.clone()));
         grants.bindings.insert(name, Arc::new(g.binding.clone()));

@@ -351,7 +351,7 @@ fn accepted_by_shares(outcomes: &[TenantOutcome]) -> Pairs {
 fn granted(outcomes: &[TenantOutcome]) -> Result<Pairs, TestCaseError> {
     let mut out = BTreeSet::new();
     for o in outcomes {
-        for g in &o.grants {
+        for g in o.grants.iter() {
             prop_assert_eq!(g.role.metadata.namespace.as_deref(), Some(o.namespace.as_str()));
             let names = g
                 .role

@@ -39,7 +39,7 @@ pub async fn write_outcome(
     let mut stats = WriteStats::default();
     // Revocations first: a RoleBinding that must go is deleted before anything else is written.
     stats.grant_deletes += prune(client, ns, outcome, existing).await?;
-    for grant in &outcome.grants {
+    for grant in outcome.grants.iter() {
         stats.grant_applies += apply_grant(client, ns, grant, existing).await?;
     }
     for u in outcome.images.iter().filter(|u| u.changed) {

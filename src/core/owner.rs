@@ -97,6 +97,8 @@ pub struct OwnerEval {
     /// The time this evaluation judged expiry against, and the expiry times it depends on.
     evaluated_at: Timestamp,
     expiries: Vec<Timestamp>,
+    /// The grants of this owner, built on first use.
+    pub(crate) grants: std::sync::OnceLock<Arc<Vec<crate::core::Grant>>>,
 }
 
 impl OwnerEval {
@@ -207,6 +209,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
             .shares_in(owner)
             .filter_map(|s| s.object.spec.expires_at.as_ref().map(|t| t.0))
             .collect(),
+        grants: std::sync::OnceLock::new(),
     };
     admit_pairs(snap, &mut eval);
     decide_states(snap, &mut eval);

@@ -130,8 +130,8 @@ pub struct Snapshot {
     next_input_order: u64,
     /// Owner evaluations, kept until a change touches the owner (see `invalidate_owner`).
     pub(crate) owner_cache: OwnerCache,
-    /// ShareAcceptance statuses, kept while their inputs are the same objects.
-    pub(crate) acceptance_memo: crate::core::tenant::AcceptanceMemo,
+    /// Statuses, kept while their inputs are the same objects.
+    pub(crate) memos: crate::core::tenant::Memos,
 }
 
 /// Cached owner evaluations. Every mutation of the snapshot drops the evaluations it may
@@ -178,7 +178,7 @@ impl Clone for Snapshot {
             machines: self.machines.clone(),
             next_input_order: self.next_input_order,
             owner_cache: OwnerCache::default(),
-            acceptance_memo: Default::default(),
+            memos: Default::default(),
         }
     }
 }
@@ -201,7 +201,7 @@ impl Snapshot {
             machines: HashMap::new(),
             next_input_order: 0,
             owner_cache: OwnerCache::default(),
-            acceptance_memo: Default::default(),
+            memos: Default::default(),
         })
     }
 
@@ -251,6 +251,7 @@ impl Snapshot {
 
     pub fn remove_image(&mut self, namespace: &str, name: &str) {
         self.invalidate_owner(namespace);
+        self.memos.images.forget(namespace, name);
         remove_from(&mut self.images, namespace, name);
     }
 
@@ -266,6 +267,7 @@ impl Snapshot {
 
     pub fn remove_share(&mut self, namespace: &str, name: &str) {
         self.invalidate_owner(namespace);
+        self.memos.shares.forget(namespace, name);
         remove_from(&mut self.shares, namespace, name);
     }
 
@@ -296,7 +298,7 @@ impl Snapshot {
         };
         let owner = &old.object.spec.owner;
         self.owner_cache.remove(owner);
-        self.acceptance_memo.forget(namespace, name);
+        self.memos.acceptances.forget(namespace, name);
         if let Some(by_owner) = self.acceptances_by_owner.get_mut(namespace) {
             if let Some(names) = by_owner.get_mut(owner) {
                 names.remove(name);

@@ -40,37 +40,51 @@ pub mod acceptance_reason {
     pub const OTHER_ACCEPTANCE: &str = "OtherAcceptance";
 }
 
-/// Memoized ShareAcceptance evaluations. An entry is reused while the acceptance object and
-/// its owner's evaluation are the very same (pointer-equal) values, and — when the status
-/// differs from the current one, so that new transition times are stamped — the same `now`.
-#[derive(Debug, Default)]
-pub(crate) struct AcceptanceMemo(std::sync::Mutex<std::collections::HashMap<(String, String), MemoEntry>>);
-
-type MemoValue = (Arc<StatusUpdate<ShareAcceptanceStatus>>, Arc<Vec<EventSpec>>);
-
+/// Memoized evaluations of one kind. An entry is reused while the object and its owner's
+/// evaluation are the very same (pointer-equal) values, and — when the status differs from
+/// the current one, so that new transition times are stamped — the same `now`.
 #[derive(Debug)]
-struct MemoEntry {
-    owner: Arc<OwnerEval>,
-    object: Arc<ShareAcceptance>,
-    now: k8s_openapi::jiff::Timestamp,
-    value: MemoValue,
+pub(crate) struct Memo<K, S>(std::sync::Mutex<std::collections::HashMap<(String, String), MemoEntry<K, S>>>);
+
+impl<K, S> Default for Memo<K, S> {
+    fn default() -> Self {
+        Memo(std::sync::Mutex::default())
+    }
 }
 
-impl AcceptanceMemo {
+type MemoValue<S> = (Arc<StatusUpdate<S>>, Arc<Vec<EventSpec>>);
+
+#[derive(Debug)]
+pub(crate) struct MemoEntry<K, S> {
+    owner: Arc<OwnerEval>,
+    object: Arc<K>,
+    now: k8s_openapi::jiff::Timestamp,
+    value: MemoValue<S>,
+}
+
+/// The memos of the three kinds, kept in the snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Memos {
+    pub(crate) images: Memo<PrivateImage, PrivateImageStatus>,
+    pub(crate) shares: Memo<ImageShare, ImageShareStatus>,
+    pub(crate) acceptances: Memo<ShareAcceptance, ShareAcceptanceStatus>,
+}
+
+impl<K: kube::Resource, S> Memo<K, S> {
     fn get_or_insert(
         &self,
         snap: &Snapshot,
         owner: &Arc<OwnerEval>,
-        entry: &Entry<ShareAcceptance>,
-        compute: impl FnOnce() -> (StatusUpdate<ShareAcceptanceStatus>, Vec<EventSpec>),
-    ) -> MemoValue {
+        entry: &Entry<K>,
+        compute: impl FnOnce() -> (StatusUpdate<S>, Vec<EventSpec>),
+    ) -> MemoValue<S> {
         let key = (entry.object.namespace().unwrap_or_default(), entry.object.name_any());
         if let Some(hit) = self.lock().get(&key)
             && Arc::ptr_eq(&hit.owner, owner)
             && Arc::ptr_eq(&hit.object, &entry.object)
             && (!hit.value.0.changed || hit.now == snap.now)
         {
-            return hit.value.clone();
+            return (hit.value.0.clone(), hit.value.1.clone());
         }
         let (update, events) = compute();
         let value = (Arc::new(update), Arc::new(events));
@@ -78,7 +92,7 @@ impl AcceptanceMemo {
             owner: owner.clone(),
             object: entry.object.clone(),
             now: snap.now,
-            value: value.clone(),
+            value: (value.0.clone(), value.1.clone()),
         };
         self.lock().insert(key, memo);
         value
@@ -88,7 +102,7 @@ impl AcceptanceMemo {
         self.lock().remove(&(namespace.to_string(), name.to_string()));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), MemoEntry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), MemoEntry<K, S>>> {
         // Entries are whole values; a panic elsewhere can not leave one half-written.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -109,14 +123,12 @@ pub struct StatusUpdate<S> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TenantOutcome {
     pub namespace: String,
-    pub images: Vec<StatusUpdate<PrivateImageStatus>>,
-    pub shares: Vec<StatusUpdate<ImageShareStatus>>,
-    /// Shared with the snapshot's memo: an acceptance whose inputs did not change is not
-    /// evaluated again.
+    pub images: Vec<Arc<StatusUpdate<PrivateImageStatus>>>,
+    pub shares: Vec<Arc<StatusUpdate<ImageShareStatus>>>,
     pub acceptances: Vec<Arc<StatusUpdate<ShareAcceptanceStatus>>>,
     /// The grants that must exist in this namespace (as an owner); any other managed grant
     /// here is pruned.
-    pub grants: Vec<Grant>,
+    pub grants: Arc<Vec<Grant>>,
     pub events: Vec<EventSpec>,
 }
 
@@ -168,28 +180,38 @@ impl<'a> Evaluator<'a> {
                 warning.clone(),
             ));
         }
+        // Statuses (shared with the snapshot's memos: an object whose inputs did not change is
+        // not evaluated again).
         for entry in snap.images_in(namespace) {
-            let update = image_status(snap, &own, entry);
-            let regarding = regarding("PrivateImage", entry.object.as_ref());
-            if update.changed {
-                out.events
-                    .extend(image_events(&regarding, entry.object.status.as_ref(), &update.status));
-            }
+            let (update, events) = snap.memos.images.get_or_insert(snap, &own, entry, || {
+                let update = image_status(snap, &own, entry);
+                let mut events = Vec::new();
+                if update.changed {
+                    let regarding = regarding("PrivateImage", entry.object.as_ref());
+                    events = image_events(&regarding, entry.object.status.as_ref(), &update.status);
+                }
+                (update, events)
+            });
+            out.events.extend(events.iter().cloned());
             out.images.push(update);
         }
         for entry in snap.shares_in(namespace) {
-            let update = share_status(snap, &own, entry);
-            if update.changed {
-                let regarding = regarding("ImageShare", entry.object.as_ref());
-                out.events
-                    .extend(share_events(&regarding, entry.object.status.as_ref(), &update.status));
-            }
+            let (update, events) = snap.memos.shares.get_or_insert(snap, &own, entry, || {
+                let update = share_status(snap, &own, entry);
+                let mut events = Vec::new();
+                if update.changed {
+                    let regarding = regarding("ImageShare", entry.object.as_ref());
+                    events = share_events(&regarding, entry.object.status.as_ref(), &update.status);
+                }
+                (update, events)
+            });
+            out.events.extend(events.iter().cloned());
             out.shares.push(update);
         }
-        out.grants = grants(snap, &own);
+        out.grants = own.grants.get_or_init(|| Arc::new(grants(snap, &own))).clone();
         for entry in snap.acceptances_in(namespace) {
             let owner = self.owner(&entry.object.spec.owner);
-            let (update, events) = snap.acceptance_memo.get_or_insert(snap, &owner, entry, || {
+            let (update, events) = snap.memos.acceptances.get_or_insert(snap, &owner, entry, || {
                 let update = acceptance_status(snap, &owner, entry);
                 let mut events = Vec::new();
                 if update.changed {

@@ -186,7 +186,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
 
     let mut rows = vec![vec![s("NAMESPACE"), s("GRANT (ROLE + ROLEBINDING)"), s("SUBJECTS")]];
     for o in outcomes {
-        for g in &o.grants {
+        for g in o.grants.iter() {
             let subjects: Vec<String> = g
                 .binding
                 .subjects
