@@ -405,3 +405,42 @@ async fn a_conflict_fails_the_reconcile_and_retries_with_growing_backoff() {
         "{metrics}"
     );
 }
+
+/// Triggers a feed sends for a sequence of watch events.
+async fn triggers_of<K: ims_operator::controller::cache::Cached>(
+    cache: Arc<Cache>,
+    events: Vec<kube::runtime::watcher::Event<kube::core::DeserializeGuard<K>>>,
+) -> std::collections::BTreeSet<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (invalid, _invalid_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = ims_operator::controller::feed::FeedSink {
+        cache,
+        triggers: tx,
+        invalid,
+    };
+    let stream = futures::stream::iter(events.into_iter().map(Ok));
+    ims_operator::controller::feed::feed_guarded::<K>("test", stream, sink).await;
+    let mut out = std::collections::BTreeSet::new();
+    while let Ok(ns) = rx.try_recv() {
+        out.insert(ns);
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_acceptance_deleted_while_the_watch_was_down_reconciles_its_owner_too() {
+    use kube::{core::DeserializeGuard, runtime::watcher::Event};
+    let (img, sh, acc, _) = converged(true);
+    let cache = synced_cache((img, sh, acc));
+    // The relist after a watch outage no longer holds the acceptance.
+    let touched = triggers_of::<ShareAcceptance>(cache.clone(), vec![Event::Init, Event::InitDone]).await;
+    assert!(
+        touched.contains("tenant-a") && touched.contains("tenant-b"),
+        "{touched:?}"
+    );
+    // And an update that changes what an object relates to tells both the old and the new side.
+    let mut s = share();
+    s.spec.recipients = vec!["tenant-c".into()];
+    let touched = triggers_of::<ImageShare>(cache, vec![Event::Apply(DeserializeGuard(Ok(s)))]).await;
+    assert_eq!(touched, ["tenant-a", "tenant-b", "tenant-c"].map(String::from).into());
+}

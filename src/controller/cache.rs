@@ -95,19 +95,25 @@ impl Cache {
         f(&mut lock(&self.snapshot))
     }
 
-    /// Pairs by state over all owners (for the metrics).
+    /// Offered pairs by state over all owners (for the metrics). A pair several shares list
+    /// is one membership and counts once.
     pub fn pair_counts(&self) -> BTreeMap<&'static str, usize> {
         let snap = lock(&self.snapshot);
-        let mut counts = BTreeMap::from([("Pending", 0), ("Accepted", 0), ("Rejected", 0), ("Removed", 0)]);
-        for entries in snap.shares.values() {
+        let mut pairs = std::collections::HashMap::new();
+        for (owner, entries) in &snap.shares {
             for share in entries.values() {
                 for img in share.object.status.iter().flat_map(|s| &s.images) {
-                    *counts.get_mut("Pending").unwrap_or(&mut 0) += img.pending.len();
-                    *counts.get_mut("Accepted").unwrap_or(&mut 0) += img.accepted.len();
-                    *counts.get_mut("Rejected").unwrap_or(&mut 0) += img.rejected.len();
-                    *counts.get_mut("Removed").unwrap_or(&mut 0) += img.removed.len();
+                    for (state, list) in img.lists() {
+                        for r in list {
+                            pairs.insert((owner.as_str(), img.name.as_str(), r.as_str()), state.as_str());
+                        }
+                    }
                 }
             }
+        }
+        let mut counts = BTreeMap::from([("Pending", 0), ("Accepted", 0), ("Rejected", 0), ("Removed", 0)]);
+        for state in pairs.values() {
+            *counts.entry(*state).or_default() += 1;
         }
         counts
     }
@@ -119,9 +125,13 @@ pub trait Cached: kube::Resource + Clone + Send + Sync + 'static {
     fn forget(cache: &Cache, namespace: &str, name: &str);
     /// Names of the objects of this kind in the cache (to find those deleted during a relist).
     fn known(cache: &Cache) -> BTreeSet<(String, String)>;
-    /// The tenants whose evaluation may change with this object (read before it is stored or
-    /// forgotten, so both the old and the new relations are covered by the two calls).
+    /// The tenants whose evaluation may change with this object.
     fn touched(cache: &Cache, object: &Self) -> BTreeSet<String>;
+    /// The tenants the cached object of this key relates to (read before the object is
+    /// replaced or forgotten, so that the relations it had are covered too).
+    fn touched_by_key(cache: &Cache, namespace: &str, _name: &str) -> BTreeSet<String> {
+        with_partners(&lock(&cache.snapshot), namespace)
+    }
 }
 
 fn key_of<K: kube::Resource>(o: &K) -> (String, String) {
@@ -213,6 +223,16 @@ impl Cached for ImageShare {
         out.insert(object.namespace().unwrap_or_default());
         out
     }
+    fn touched_by_key(cache: &Cache, namespace: &str, name: &str) -> BTreeSet<String> {
+        let snap = lock(&cache.snapshot);
+        let mut out: BTreeSet<String> = snap
+            .shares_in(namespace)
+            .filter(|s| s.object.metadata.name.as_deref() == Some(name))
+            .flat_map(|s| share_recipients(&s.object).collect::<Vec<_>>())
+            .collect();
+        out.insert(namespace.to_string());
+        out
+    }
 }
 
 impl Cached for ShareAcceptance {
@@ -233,6 +253,16 @@ impl Cached for ShareAcceptance {
     fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
         BTreeSet::from([object.namespace().unwrap_or_default(), object.spec.owner.clone()])
     }
+    fn touched_by_key(cache: &Cache, namespace: &str, name: &str) -> BTreeSet<String> {
+        let snap = lock(&cache.snapshot);
+        let mut out: BTreeSet<String> = snap
+            .acceptances_in(namespace)
+            .filter(|a| a.object.metadata.name.as_deref() == Some(name))
+            .map(|a| a.object.spec.owner.clone())
+            .collect();
+        out.insert(namespace.to_string());
+        out
+    }
 }
 
 impl Cached for Namespace {
@@ -250,11 +280,13 @@ impl Cached for Namespace {
             .collect()
     }
     fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        Self::touched_by_key(cache, "", &object.name_any())
+    }
+    fn touched_by_key(cache: &Cache, _namespace: &str, name: &str) -> BTreeSet<String> {
         let snap = lock(&cache.snapshot);
-        let name = object.name_any();
-        let mut out = with_partners(&snap, &name);
-        out.extend(owners_sharing_with(&snap, &name));
-        out.extend(owners_accepted_by(&snap, &name));
+        let mut out = with_partners(&snap, name);
+        out.extend(owners_sharing_with(&snap, name));
+        out.extend(owners_accepted_by(&snap, name));
         out
     }
 }
@@ -273,6 +305,9 @@ impl Cached for Role {
     fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
         BTreeSet::from([object.namespace().unwrap_or_default()])
     }
+    fn touched_by_key(_cache: &Cache, namespace: &str, _name: &str) -> BTreeSet<String> {
+        BTreeSet::from([namespace.to_string()])
+    }
 }
 
 impl Cached for RoleBinding {
@@ -288,6 +323,9 @@ impl Cached for RoleBinding {
     }
     fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
         BTreeSet::from([object.namespace().unwrap_or_default()])
+    }
+    fn touched_by_key(_cache: &Cache, namespace: &str, _name: &str) -> BTreeSet<String> {
+        BTreeSet::from([namespace.to_string()])
     }
 }
 

@@ -61,8 +61,8 @@ pub async fn feed_guarded<K>(
             }
             watcher::Event::Delete(DeserializeGuard(Err(invalid))) => {
                 let ns = invalid.metadata.namespace.clone().unwrap_or_default();
-                K::forget(&sink.cache, &ns, invalid.metadata.name.as_deref().unwrap_or_default());
-                sink.trigger(BTreeSet::from([ns]));
+                let name = invalid.metadata.name.clone().unwrap_or_default();
+                forget::<K>(&sink, &ns, &name);
             }
             watcher::Event::Init => buffer.clear(),
             watcher::Event::InitApply(DeserializeGuard(Ok(obj))) => buffer.push(obj),
@@ -99,15 +99,34 @@ pub async fn feed<K>(
 }
 
 fn apply<K: Cached>(sink: &FeedSink, obj: K) {
-    let mut touched = K::touched(&sink.cache, &obj);
+    // Both the relations the previous version had and those of the new one.
+    let mut touched = K::touched_by_key(&sink.cache, &obj.namespace().unwrap_or_default(), &obj.name_any());
+    touched.extend(K::touched(&sink.cache, &obj));
     K::store(&sink.cache, Arc::new(obj.clone()));
     touched.extend(K::touched(&sink.cache, &obj));
     sink.trigger(touched);
 }
 
 fn delete<K: Cached>(sink: &FeedSink, obj: &K) {
-    let touched = K::touched(&sink.cache, obj);
+    let mut touched = K::touched(&sink.cache, obj);
+    touched.extend(K::touched_by_key(
+        &sink.cache,
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+    ));
     K::forget(&sink.cache, &obj.namespace().unwrap_or_default(), &obj.name_any());
+    sink.trigger(touched);
+}
+
+/// Forgets an object known only by its key, telling every tenant it related to.
+fn forget<K: Cached>(sink: &FeedSink, namespace: &str, name: &str) {
+    let mut touched = K::touched_by_key(&sink.cache, namespace, name);
+    touched.insert(if namespace.is_empty() {
+        name.to_string()
+    } else {
+        namespace.to_string()
+    });
+    K::forget(&sink.cache, namespace, name);
     sink.trigger(touched);
 }
 
@@ -116,8 +135,7 @@ fn skip_invalid<K: Cached>(sink: &FeedSink, kind: &'static str, invalid: Invalid
     let name = invalid.metadata.name.clone().unwrap_or_default();
     warn!(kind, namespace = %ns, name = %name, error = %invalid.error, "skipping an object that does not deserialize");
     // A formerly valid object that became unreadable is treated as gone.
-    K::forget(&sink.cache, &ns, &name);
-    sink.trigger(BTreeSet::from([ns]));
+    forget::<K>(sink, &ns, &name);
     let _ = sink.invalid.send((kind, invalid));
 }
 
@@ -128,14 +146,16 @@ fn relisted<K: Cached>(sink: &FeedSink, listed: Vec<K>) {
     let mut touched = BTreeSet::new();
     let mut present = BTreeSet::new();
     for obj in listed {
-        present.insert((obj.namespace().unwrap_or_default(), obj.name_any()));
+        let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+        touched.extend(K::touched_by_key(&sink.cache, &key.0, &key.1));
+        present.insert(key);
         touched.extend(K::touched(&sink.cache, &obj));
         K::store(&sink.cache, Arc::new(obj.clone()));
         touched.extend(K::touched(&sink.cache, &obj));
     }
-    for (ns, name) in before.difference(&present) {
-        K::forget(&sink.cache, ns, name);
-        touched.insert(if ns.is_empty() { name.clone() } else { ns.clone() });
-    }
     sink.trigger(touched);
+    // Objects missing from the list were deleted while the watch was down.
+    for (ns, name) in before.difference(&present) {
+        forget::<K>(sink, ns, name);
+    }
 }

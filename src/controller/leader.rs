@@ -49,18 +49,21 @@ impl LeaderElector {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
+            // A renewal that hangs must not outlive the lease: another replica may take it
+            // once DURATION has passed, so give up before that.
+            let deadline = (DURATION - RENEW).saturating_sub(last_renewal.elapsed());
+            match tokio::time::timeout(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
+                Ok(Ok(false)) => {
                     warn!(lease = %self.name, "lost the lease to another replica");
                     return;
                 }
-                Err(e) => {
-                    warn!(error = %e, "could not renew the lease");
-                    if last_renewal.elapsed() >= DURATION - RENEW {
-                        return;
-                    }
-                }
+                Ok(Err(e)) => warn!(error = %e, "could not renew the lease"),
+                Err(_) => warn!("renewing the lease timed out"),
+            }
+            if last_renewal.elapsed() >= DURATION - RENEW {
+                warn!(lease = %self.name, "could not renew the lease in time; stepping down");
+                return;
             }
         }
     }

@@ -351,6 +351,16 @@ pub async fn run_until(
         state.standby.store(false, Ordering::SeqCst);
     }
 
+    if args.kubevirt {
+        // Without KubeVirt the VirtualMachine watch could never list, and the operator would
+        // never become ready; say so instead.
+        let served = client.list_api_group_resources("kubevirt.io/v1").await;
+        if !served.is_ok_and(|list| list.resources.iter().any(|r| r.name == "virtualmachines")) {
+            anyhow::bail!(
+                "--kubevirt (Helm value kubevirt.enabled) needs KubeVirt: kubevirt.io/v1 virtualmachines is not served"
+            );
+        }
+    }
     let cache = Arc::new(Cache::new(config, args.kubevirt)?);
     *state.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.clone());
     let (trigger_tx, trigger_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
