@@ -444,3 +444,55 @@ async fn an_acceptance_deleted_while_the_watch_was_down_reconciles_its_owner_too
     let touched = triggers_of::<ImageShare>(cache, vec![Event::Apply(DeserializeGuard(Ok(s)))]).await;
     assert_eq!(touched, ["tenant-a", "tenant-b", "tenant-c"].map(String::from).into());
 }
+
+#[tokio::test]
+async fn a_reconcile_waits_until_the_watch_brought_back_its_own_status_writes() {
+    let (img, sh, _, _) = converged(false);
+    let cache = synced_cache((img, sh, Some(acceptance())));
+    let (client, mut handle) = mock_client();
+    let ctx = Arc::new(Context::new(client, cache.clone(), Arc::new(State::default()), None));
+    let ns = Arc::new(Namespace {
+        metadata: ObjectMeta {
+            name: Some("tenant-a".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let run = tokio::spawn(controller::reconcile(ns.clone(), ctx.clone()));
+    respond(&mut handle, StatusCode::OK, Value::Null).await; // Role
+    respond(&mut handle, StatusCode::OK, Value::Null).await; // RoleBinding
+    let mut patched = serde_json::to_value(image()).unwrap();
+    patched["metadata"]["resourceVersion"] = json!("101");
+    respond(&mut handle, StatusCode::OK, patched).await;
+    let mut patched = serde_json::to_value(share()).unwrap();
+    patched["metadata"]["resourceVersion"] = json!("102");
+    respond(&mut handle, StatusCode::OK, patched).await;
+    // Then the Events of the transitions: accept them all.
+    while !run.is_finished() {
+        if let Ok(Some((request, send))) = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
+        {
+            assert_eq!(request.method(), "POST", "only events follow the writes");
+            let body = request.into_body().collect_bytes().await.unwrap();
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::CREATED)
+                    .body(Body::from(body.to_vec()))
+                    .unwrap(),
+            );
+        }
+    }
+    run.await.unwrap().unwrap();
+
+    // The cache still holds the old statuses: the next reconcile waits instead of writing.
+    assert!(cache.awaiting_writes("tenant-a"));
+    let action = controller::reconcile(ns.clone(), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_millis(200)));
+    cache.observed("tenant-a", Some("101"));
+    assert!(cache.awaiting_writes("tenant-a"), "one write is still on its way");
+    cache.observed("tenant-a", Some("102"));
+    assert!(!cache.awaiting_writes("tenant-a"));
+    // The watch may deliver a version before the write that made it has returned.
+    cache.observed("tenant-a", Some("103"));
+    cache.expect_writes("tenant-a", vec!["103".into()]);
+    assert!(!cache.awaiting_writes("tenant-a"));
+}

@@ -42,7 +42,16 @@ pub struct Cache {
     bindings: Mutex<HashMap<String, BTreeMap<String, Arc<RoleBinding>>>>,
     synced: AtomicUsize,
     feeds: usize,
+    /// Status writes not yet seen by the watches, by namespace: (resourceVersion, when).
+    pending_writes: Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>,
+    /// Versions the watches brought back recently, by namespace: a watch event can arrive
+    /// before the response of the write that caused it.
+    recently_seen: Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>,
 }
+
+/// How long a reconcile waits for the watch to bring back the operator's own status writes
+/// (a relist may skip a version, so the wait is bounded).
+pub const WRITE_ECHO_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock can only come from a bug in pure code; the data itself
@@ -59,6 +68,8 @@ impl Cache {
             bindings: Mutex::default(),
             synced: AtomicUsize::new(0),
             feeds: if kubevirt { FEEDS + 2 } else { FEEDS },
+            pending_writes: Mutex::default(),
+            recently_seen: Mutex::default(),
         })
     }
 
@@ -70,6 +81,61 @@ impl Cache {
     /// Whether every feed has listed at least once.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst) >= self.feeds
+    }
+
+    /// Remembers status writes of a namespace until the watches bring them back.
+    pub fn expect_writes(&self, namespace: &str, resource_versions: Vec<String>) {
+        if resource_versions.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = lock(&self.recently_seen);
+        let already: Vec<String> = seen
+            .get(namespace)
+            .map(|l| l.iter().map(|(rv, _)| rv.clone()).collect())
+            .unwrap_or_default();
+        let mut pending = lock(&self.pending_writes);
+        for rv in resource_versions {
+            if already.contains(&rv) {
+                continue;
+            }
+            pending.entry(namespace.to_string()).or_default().push((rv, now));
+        }
+        if let Some(list) = seen.get_mut(namespace) {
+            list.retain(|(_, at)| at.elapsed() < WRITE_ECHO_WAIT);
+        }
+    }
+
+    /// A watch brought back an object version.
+    pub fn observed(&self, namespace: &str, resource_version: Option<&str>) {
+        let Some(rv) = resource_version else { return };
+        let mut seen = lock(&self.recently_seen);
+        let list = seen.entry(namespace.to_string()).or_default();
+        list.retain(|(_, at)| at.elapsed() < WRITE_ECHO_WAIT);
+        list.push((rv.to_string(), std::time::Instant::now()));
+        drop(seen);
+        let mut pending = lock(&self.pending_writes);
+        if let Some(list) = pending.get_mut(namespace) {
+            list.retain(|(written, _)| written != rv);
+            if list.is_empty() {
+                pending.remove(namespace);
+            }
+        }
+    }
+
+    /// Whether the cache still lacks a recent status write of the namespace. Evaluating then
+    /// would see the old status and write the same transition again with a newer time.
+    pub fn awaiting_writes(&self, namespace: &str) -> bool {
+        let mut pending = lock(&self.pending_writes);
+        let Some(list) = pending.get_mut(namespace) else {
+            return false;
+        };
+        list.retain(|(_, at)| at.elapsed() < WRITE_ECHO_WAIT);
+        if list.is_empty() {
+            pending.remove(namespace);
+            return false;
+        }
+        true
     }
 
     /// Evaluates one tenant at `now`, with the grants that exist in it.

@@ -141,10 +141,18 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         // Deciding on a partial cache could revoke grants that exist; wait for the lists.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    if ctx.cache.awaiting_writes(&ns) {
+        // Our last status writes are not in the cache yet: deciding now would repeat them.
+        tracing::debug!(namespace = %ns, "waiting for the watch to bring back our status writes");
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let started = Instant::now();
     let now = Timestamp::now();
     let (outcome, existing, next_expiry) = ctx.cache.evaluate(&ns, now);
-    let stats = match writer::write_outcome(&ctx.client, &outcome, &existing).await {
+    let mut written = Vec::new();
+    let result = writer::write_outcome_tracked(&ctx.client, &outcome, &existing, &mut written).await;
+    ctx.cache.expect_writes(&ns, written);
+    let stats = match result {
         Ok(s) => s,
         Err(e) => {
             let e = Error::Write(e);

@@ -35,6 +35,17 @@ pub async fn write_outcome(
     outcome: &TenantOutcome,
     existing: &ExistingGrants,
 ) -> Result<WriteStats, kube::Error> {
+    write_outcome_tracked(client, outcome, existing, &mut Vec::new()).await
+}
+
+/// [`write_outcome`], also collecting the resourceVersions the status writes produced, so that
+/// the caller can wait until its cache has seen them.
+pub async fn write_outcome_tracked(
+    client: &Client,
+    outcome: &TenantOutcome,
+    existing: &ExistingGrants,
+    written: &mut Vec<String>,
+) -> Result<WriteStats, kube::Error> {
     let ns = &outcome.namespace;
     let mut stats = WriteStats::default();
     // Revocations first: a RoleBinding that must go is deleted before anything else is written.
@@ -43,19 +54,25 @@ pub async fn write_outcome(
         stats.grant_applies += apply_grant(client, ns, grant, existing).await?;
     }
     for u in outcome.images.iter().filter(|u| u.changed) {
-        stats.status_patches += patch_status::<PrivateImage, _>(client, ns, &u.name, &u.status).await?;
+        stats.status_patches += patch_status::<PrivateImage, _>(client, ns, &u.name, &u.status, written).await?;
     }
     for u in outcome.shares.iter().filter(|u| u.changed) {
-        stats.status_patches += patch_status::<ImageShare, _>(client, ns, &u.name, &u.status).await?;
+        stats.status_patches += patch_status::<ImageShare, _>(client, ns, &u.name, &u.status, written).await?;
     }
     for u in outcome.acceptances.iter().filter(|u| u.changed) {
-        stats.status_patches += patch_status::<ShareAcceptance, _>(client, ns, &u.name, &u.status).await?;
+        stats.status_patches += patch_status::<ShareAcceptance, _>(client, ns, &u.name, &u.status, written).await?;
     }
     Ok(stats)
 }
 
 /// Server-side applies a status. An object deleted in the meantime needs none.
-async fn patch_status<K, S>(client: &Client, ns: &str, name: &str, status: &S) -> Result<usize, kube::Error>
+async fn patch_status<K, S>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    status: &S,
+    written: &mut Vec<String>,
+) -> Result<usize, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -73,7 +90,10 @@ where
         .patch_status(name, &PatchParams::apply(STATUS_MANAGER).force(), &Patch::Apply(body))
         .await
     {
-        Ok(_) => Ok(1),
+        Ok(patched) => {
+            written.extend(patched.meta().resource_version.clone());
+            Ok(1)
+        }
         Err(e) if is_not_found(&e) => Ok(0),
         Err(e) => Err(e),
     }
