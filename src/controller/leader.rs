@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
 use tracing::{info, warn};
@@ -18,6 +18,10 @@ pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    /// The other holder's record as last read, and when this replica saw it change: expiry is
+    /// judged by the local clock from then (like client-go), not by comparing the holder's
+    /// `renewTime` with a clock on another node.
+    observed: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl LeaderElector {
@@ -26,6 +30,7 @@ impl LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -117,8 +122,19 @@ impl LeaderElector {
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let expired = match (&spec.holder_identity, &spec.renew_time, spec.lease_duration_seconds) {
             (None, _, _) => true, // released
-            (Some(_), Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(secs.into()) < now,
-            _ => true,
+            (Some(holder), renewed, secs) if !ours => {
+                let record = format!("{holder}/{:?}/{:?}", renewed.as_ref().map(|t| t.0), secs);
+                let duration = secs.map_or(DURATION, |s| Duration::from_secs(s.max(0) as u64));
+                let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+                match &*observed {
+                    Some((seen, since)) if *seen == record => since.elapsed() > duration,
+                    _ => {
+                        *observed = Some((record, tokio::time::Instant::now()));
+                        false
+                    }
+                }
+            }
+            _ => false,
         };
         if !ours && !expired {
             return Ok(false);
