@@ -113,6 +113,15 @@ impl SharedImageStatus {
         ]
     }
 
+    /// Every recipient the image is offered to, in any state.
+    pub fn recipients(&self) -> impl Iterator<Item = &String> {
+        self.pending
+            .iter()
+            .chain(&self.accepted)
+            .chain(&self.rejected)
+            .chain(&self.removed)
+    }
+
     /// The state of one recipient, if the image is offered to it.
     pub fn state_of(&self, recipient: &str) -> Option<ShareState> {
         self.lists()

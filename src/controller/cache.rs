@@ -214,11 +214,7 @@ fn recipients_of(snap: &Snapshot, owner: &str) -> BTreeSet<String> {
 }
 
 fn share_recipients(share: &ImageShare) -> impl Iterator<Item = String> + '_ {
-    let listed = share
-        .status
-        .iter()
-        .flat_map(|s| &s.images)
-        .flat_map(|i| i.pending.iter().chain(&i.accepted).chain(&i.rejected).chain(&i.removed));
+    let listed = share.status.iter().flat_map(|s| &s.images).flat_map(|i| i.recipients());
     share.spec.recipients.iter().chain(listed).cloned()
 }
 
@@ -437,7 +433,7 @@ impl Cached for PersistentVolumeClaim {
 impl Cached for DynamicObject {
     fn store(cache: &Cache, object: Arc<Self>) {
         let (ns, name) = key_of(object.as_ref());
-        let state = machine_state(&object.data);
+        let state = MachineState::of_virtual_machine(&object.data);
         lock(&cache.snapshot).set_machine(&ns, &name, Some(state));
     }
     fn forget(cache: &Cache, namespace: &str, name: &str) {
@@ -448,13 +444,5 @@ impl Cached for DynamicObject {
     }
     fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
         with_partners(&lock(&cache.snapshot), &object.namespace().unwrap_or_default())
-    }
-}
-
-/// A VirtualMachine counts as stopped when KubeVirt reports it so.
-pub fn machine_state(data: &serde_json::Value) -> MachineState {
-    match data.pointer("/status/printableStatus").and_then(|v| v.as_str()) {
-        Some("Stopped") => MachineState::Stopped,
-        _ => MachineState::Running,
     }
 }

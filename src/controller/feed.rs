@@ -154,8 +154,10 @@ fn relisted<K: Cached>(sink: &FeedSink, listed: Vec<K>) {
         touched.extend(K::touched_by_key(&sink.cache, &key.0, &key.1));
         present.insert(key);
         touched.extend(K::touched(&sink.cache, &obj));
-        sink.cache
-            .observed(&key_ns(&obj), obj.meta().resource_version.as_deref());
+        sink.cache.observed(
+            &obj.namespace().unwrap_or_default(),
+            obj.meta().resource_version.as_deref(),
+        );
         K::store(&sink.cache, Arc::new(obj.clone()));
         touched.extend(K::touched(&sink.cache, &obj));
     }
@@ -164,8 +166,4 @@ fn relisted<K: Cached>(sink: &FeedSink, listed: Vec<K>) {
     for (ns, name) in before.difference(&present) {
         forget::<K>(sink, ns, name);
     }
-}
-
-fn key_ns<K: kube::Resource>(obj: &K) -> String {
-    obj.namespace().unwrap_or_default()
 }

@@ -36,6 +36,26 @@ pub fn condition(
     }
 }
 
+/// The conditions of a status: its one `Ready` condition, built against the previous ones.
+pub fn ready_conditions(
+    previous: Option<&[Condition]>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    vec![condition(
+        previous.unwrap_or_default(),
+        crate::api::READY,
+        ready,
+        reason,
+        message,
+        observed_generation,
+        now,
+    )]
+}
+
 /// Shortens text to at most `max` bytes on a char boundary, saying that it did.
 pub fn truncate(mut text: String, max: usize) -> String {
     if text.len() <= max {

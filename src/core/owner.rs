@@ -338,13 +338,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     let mut admitted: BTreeSet<(&str, &str)> = BTreeSet::new();
     for share in &shares {
         for img in share.object.status.iter().flat_map(|s| &s.images) {
-            for r in img
-                .pending
-                .iter()
-                .chain(&img.accepted)
-                .chain(&img.rejected)
-                .chain(&img.removed)
-            {
+            for r in img.recipients() {
                 admitted.insert((img.name.as_str(), r.as_str()));
             }
         }

@@ -101,6 +101,27 @@ pub enum MachineState {
     Running,
 }
 
+impl MachineState {
+    /// Whether a KubeVirt VirtualMachine (as JSON) counts as stopped (SPEC §2.1: only a
+    /// stopped machine can become an image): what KubeVirt reports, or without a status, what
+    /// its spec asks for.
+    pub fn of_virtual_machine(vm: &serde_json::Value) -> Self {
+        if let Some(printable) = vm.pointer("/status/printableStatus").and_then(|v| v.as_str()) {
+            return if printable == "Stopped" {
+                MachineState::Stopped
+            } else {
+                MachineState::Running
+            };
+        }
+        let running = vm.pointer("/spec/running").and_then(|v| v.as_bool());
+        let strategy = vm.pointer("/spec/runStrategy").and_then(|v| v.as_str());
+        match (running, strategy) {
+            (Some(true), _) | (_, Some("Always" | "RerunOnFailure" | "Once")) => MachineState::Running,
+            _ => MachineState::Stopped,
+        }
+    }
+}
+
 /// How referenced objects that are not in the snapshot are judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum World {

@@ -7,12 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::api::{
-    AcceptedSource, ImageShare, ImageShareStatus, PrivateImage, PrivateImageStatus, READY, ReceivedImage,
-    RecipientCounts, ShareAcceptance, ShareAcceptanceStatus, ShareState, SharedImageStatus,
+    AcceptedSource, ImageShare, ImageShareStatus, PrivateImage, PrivateImageStatus, ReceivedImage, RecipientCounts,
+    ShareAcceptance, ShareAcceptanceStatus, ShareState, SharedImageStatus,
 };
 
 use super::{
-    conditions::{condition, name_list},
+    conditions::{name_list, ready_conditions},
     events::{EventSpec, EventType, Regarding, acceptance_events, image_events, share_events},
     grants::{Grant, build_grant},
     limits::describe,
@@ -260,15 +260,14 @@ fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage>) -
     let generation = image.metadata.generation;
     let status = PrivateImageStatus {
         observed_generation: generation,
-        conditions: vec![condition(
-            previous.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-            READY,
+        conditions: ready_conditions(
+            previous.map(|s| s.conditions.as_slice()),
             verdict.ready,
             verdict.reason,
             verdict.message.clone(),
             generation,
             snap.now,
-        )],
+        ),
         recipients,
     };
     let changed = previous != Some(&status);
@@ -331,15 +330,14 @@ fn share_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<ImageShare>) -> 
     let generation = share.metadata.generation;
     let status = ImageShareStatus {
         observed_generation: generation,
-        conditions: vec![condition(
-            previous.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-            READY,
+        conditions: ready_conditions(
+            previous.map(|s| s.conditions.as_slice()),
             ready,
             reason,
             message,
             generation,
             snap.now,
-        )],
+        ),
         images,
         offered,
         accepted,
@@ -557,15 +555,14 @@ fn acceptance_status(
     let generation = acceptance.metadata.generation;
     let status = ShareAcceptanceStatus {
         observed_generation: generation,
-        conditions: vec![condition(
-            previous.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-            READY,
+        conditions: ready_conditions(
+            previous.map(|s| s.conditions.as_slice()),
             ready,
             reason,
             message,
             generation,
             snap.now,
-        )],
+        ),
         images,
         more_images,
     };

@@ -262,7 +262,7 @@ impl Loaded {
             }
             (v, "VirtualMachine") if v.starts_with("kubevirt.io/") => {
                 self.snapshot
-                    .set_machine(&namespace, &name, Some(machine_state(&value)));
+                    .set_machine(&namespace, &name, Some(MachineState::of_virtual_machine(&value)));
                 return Ok(());
             }
             _ => {
@@ -313,25 +313,6 @@ impl Loaded {
             objects: self.inputs,
             errors: self.errors,
         }
-    }
-}
-
-/// A VirtualMachine is stopped when its status says so or, without status, when its spec does
-/// not ask it to run.
-fn machine_state(vm: &Value) -> MachineState {
-    if let Some(printable) = vm.pointer("/status/printableStatus").and_then(Value::as_str) {
-        return if printable == "Stopped" {
-            MachineState::Stopped
-        } else {
-            MachineState::Running
-        };
-    }
-    let running = vm.pointer("/spec/running").and_then(Value::as_bool);
-    let strategy = vm.pointer("/spec/runStrategy").and_then(Value::as_str);
-    match (running, strategy) {
-        (Some(true), _) => MachineState::Running,
-        (_, Some("Always" | "RerunOnFailure" | "Once")) => MachineState::Running,
-        _ => MachineState::Stopped,
     }
 }
 
