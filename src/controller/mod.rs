@@ -126,7 +126,7 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         Ok(s) => s,
         Err(e) => {
             let e = Error::Write(e);
-            ctx.state.metrics.failed(&e.metric_reason());
+            ctx.state.metrics.reconcile_failed(&e.metric_reason());
             return Err(e);
         }
     };
@@ -135,7 +135,7 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         publish(&ctx.recorder, e).await;
     }
     ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ns);
-    ctx.state.metrics.reconciled(started.elapsed(), stats, events.len());
+    ctx.state.metrics.reconciled(started.elapsed());
     if stats != writer::WriteStats::default() {
         info!(namespace = %ns, status_patches = stats.status_patches, grant_applies = stats.grant_applies,
               grant_deletes = stats.grant_deletes, "reconciled");
