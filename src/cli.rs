@@ -50,6 +50,12 @@ pub struct RunArgs {
     /// volume sources. Without it, volume and server sources are SourceUnsupported.
     #[arg(long)]
     pub kubevirt: bool,
+    /// Most tenant namespaces reconciled at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Changes to one namespace within this many milliseconds are reconciled once.
+    #[arg(long, value_name = "MILLIS", default_value_t = 200)]
+    pub debounce_ms: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1199,3 +1199,211 @@ fn a_recipient_limit_of_zero_is_reported_as_the_recipient_limit() {
         "not offered: RecipientLimitExceeded (limit 0 recipients per image): x → b"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trust boundaries and faults (docs/security.md)
+
+#[test]
+fn a_leaving_recipient_is_offered_nothing_and_loses_its_grant() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b", "c"])
+        .image(image("a", "web", 0))
+        .share(share("a", "s", &["web"], &["b", "c"], 1))
+        .acceptance(acceptance("b", "all", "a", &[], Decision::Accept, 2))
+        .acceptance(acceptance("c", "all", "a", &[], Decision::Accept, 2));
+    let out = s.settle();
+    assert_eq!(
+        s.eval().grant_subjects("a")["web"].len(),
+        2,
+        "{:?}",
+        out.grant_subjects("a")
+    );
+    s.leaving("b");
+    let out = s.settle();
+    let status = out.share("a", "s");
+    assert_eq!(pair_state(status, "web", "b"), None);
+    assert_eq!(pair_state(status, "web", "c"), Some(ShareState::Accepted));
+    assert_eq!(sr(&status.conditions), t("False", "RecipientNotFound"));
+    assert_eq!(
+        out.grant_subjects("a")["web"],
+        vec!["Group:system:serviceaccounts:c".to_string()]
+    );
+}
+
+#[test]
+fn a_leaving_owner_offers_nothing() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b"])
+        .image(image("a", "web", 0))
+        .share(share("a", "s", &["web"], &["b"], 1))
+        .acceptance(acceptance("b", "all", "a", &[], Decision::Accept, 2));
+    s.settle();
+    s.leaving("a");
+    let out = s.settle();
+    assert!(out.grants("a").is_empty());
+    assert!(out.acceptance("b", "all").images.is_empty());
+    assert_eq!(sr(&out.acceptance("b", "all").conditions), t("False", "NothingOffered"));
+    let revoked = out.events_on("ShareAcceptance", "b", "all");
+    assert!(
+        revoked
+            .iter()
+            .any(|e| e.reason == "AccessRevoked" && e.note.contains("being deleted")),
+        "{revoked:?}"
+    );
+}
+
+#[test]
+fn a_forged_recipient_status_reveals_nothing_about_unoffered_images() {
+    // b forges its status to claim images it was never offered: "secret" exists in a, "ghost"
+    // does not. What b sees about them must be the same.
+    let forged = |s: &mut Scenario| {
+        let mut acc = s.get_acceptance("b", "all");
+        let mut status = acc.status.clone().unwrap_or_default();
+        for name in ["secret", "ghost"] {
+            let mut entry = status.images[0].clone();
+            entry.name = name.into();
+            entry.state = ShareState::Accepted;
+            status.images.push(entry);
+        }
+        status.images.sort_by(|x, y| x.name.cmp(&y.name));
+        acc.status = Some(status);
+        s.acceptance(acc);
+    };
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b"])
+        .image(image("a", "web", 0))
+        .image(image("a", "secret", 0))
+        .share(share("a", "s", &["web"], &["b"], 1))
+        .acceptance(acceptance("b", "all", "a", &[], Decision::Accept, 2));
+    s.settle();
+    forged(&mut s);
+    let out = s.eval();
+    let notes: Vec<String> = out
+        .events_on("ShareAcceptance", "b", "all")
+        .iter()
+        .map(|e| e.note.clone())
+        .collect();
+    let about = |name: &str| -> Vec<String> {
+        notes
+            .iter()
+            .filter(|n| n.contains(&format!("image {name} ")))
+            .map(|n| n.replace(name, "X"))
+            .collect()
+    };
+    assert_eq!(about("secret").len(), 1, "{notes:?}");
+    assert_eq!(about("secret"), about("ghost"), "{notes:?}");
+    assert!(out.acceptance("b", "all").images.iter().all(|i| i.name == "web"));
+}
+
+#[test]
+fn an_unreadable_acceptance_keeps_pairs_from_becoming_accepted() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b"])
+        .image(image("a", "old", 0))
+        .image(image("a", "new", 0))
+        .share(share("a", "s", &["old"], &["b"], 1))
+        .acceptance(acceptance("b", "all", "a", &[], Decision::Accept, 2));
+    s.settle();
+    // b also holds an acceptance the operator can not read (it may be a named Reject).
+    s.snap.set_unreadable_acceptance("b", "broken", true);
+    let mut sh = s.get_share("a", "s");
+    sh.spec.images.push("new".into());
+    s.share(sh);
+    let out = s.settle();
+    let status = out.share("a", "s");
+    // What was Accepted stays (no access is widened), the new pair stays Pending.
+    assert_eq!(pair_state(status, "old", "b"), Some(ShareState::Accepted));
+    assert_eq!(pair_state(status, "new", "b"), Some(ShareState::Pending));
+    assert!(!out.grant_subjects("a").contains_key("new"));
+    let entry = out
+        .acceptance("b", "all")
+        .images
+        .iter()
+        .find(|i| i.name == "new")
+        .unwrap()
+        .clone();
+    assert_eq!(entry.reason, "UnreadableAcceptance");
+    // Fixed (readable again, or deleted): the accept applies.
+    s.snap.set_unreadable_acceptance("b", "broken", false);
+    let out = s.settle();
+    assert_eq!(pair_state(out.share("a", "s"), "new", "b"), Some(ShareState::Accepted));
+}
+
+#[test]
+fn an_unreadable_share_keeps_its_admitted_pairs_counting() {
+    let mut s = Scenario::new(limits(10, 1, 128), World::Cluster { kubevirt: true });
+    s.namespaces(&["a", "b"])
+        .image(image("a", "one", 0))
+        .image(image("a", "two", 0))
+        .share(share("a", "first", &["one"], &["b"], 1));
+    let out = s.settle();
+    let recorded = out.share("a", "first").clone();
+    // "first" becomes unreadable (never decoded by this operator, say after a restart): its
+    // slot stays taken, so "two" is still refused.
+    s.snap.remove_share("a", "first");
+    s.snap.set_unreadable_share("a", "first", Some(Some(recorded)));
+    s.share(share("a", "second", &["two"], &["b"], 2));
+    let out = s.settle();
+    assert_eq!(
+        sr(&out.share("a", "second").conditions),
+        t("False", "SharedImageLimitExceeded")
+    );
+    // Without a readable record, what it holds is unknown: nothing new is admitted.
+    s.snap.set_unreadable_share("a", "first", Some(None));
+    let mut s2 = share("a", "third", &["two"], &["b"], 3);
+    s2.spec.images = vec!["two".into()];
+    s.share(s2);
+    assert_eq!(
+        sr(&s.eval().share("a", "third").conditions),
+        t("False", "SharedImageLimitExceeded")
+    );
+    // Gone for good: the slot is free.
+    s.snap.set_unreadable_share("a", "first", None);
+    let out = s.settle();
+    assert_eq!(sr(&out.share("a", "second").conditions), t("True", "AllOffered"));
+}
+
+#[test]
+fn an_unreadable_image_keeps_its_private_image_slot() {
+    let mut s = Scenario::new(limits(1, 30, 128), World::Cluster { kubevirt: true });
+    s.namespaces(&["a"]);
+    s.snap.set_unreadable_image("a", "broken", Some(None));
+    s.image(image("a", "web", 5));
+    assert_eq!(sr(&s.eval().image("a", "web").conditions), t("False", "QuotaExceeded"));
+    s.snap.set_unreadable_image("a", "broken", None);
+    assert_eq!(sr(&s.eval().image("a", "web").conditions), t("True", "Available"));
+}
+
+#[test]
+fn a_blocked_grant_is_reported_on_the_image() {
+    use ims_operator::core::{GrantFault, GrantFaultReason};
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b"])
+        .image(image("a", "web", 0))
+        .share(share("a", "s", &["web"], &["b"], 1))
+        .acceptance(acceptance("b", "all", "a", &[], Decision::Accept, 2));
+    let out = s.settle();
+    let granted = |st: &ims_operator::api::PrivateImageStatus| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "AccessGranted")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(granted(out.image("a", "web")), Some(t("True", "Granted")));
+    s.snap.set_grant_fault(
+        "a",
+        "web",
+        Some(GrantFault {
+            reason: GrantFaultReason::NameTaken,
+            message: "Role ims-image-web exists and was not made by the operator".into(),
+        }),
+    );
+    let out = s.settle();
+    assert_eq!(granted(out.image("a", "web")), Some(t("False", "GrantNameTaken")));
+    // The image itself is still fine to share.
+    assert_eq!(sr(&out.image("a", "web").conditions), t("True", "Available"));
+    // Without accepted recipients there is nothing to grant, and no condition.
+    s.set_decision("b", "all", Decision::Reject);
+    s.snap.set_grant_fault("a", "web", None);
+    assert_eq!(granted(s.settle().image("a", "web")), None);
+}

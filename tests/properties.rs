@@ -532,3 +532,81 @@ proptest! {
         prop_assert_eq!(cached, fresh);
     }
 }
+
+/// The world with unlimited limits and no limit annotations: removing an image then changes
+/// nothing about any other image's admission.
+fn build_unlimited(world: &WorldSpec) -> Snapshot {
+    let mut snap = Snapshot::new(limits(-1, -1, -1), World::Cluster { kubevirt: true }, now()).unwrap();
+    for item in items(world) {
+        match item {
+            Item::Namespace(name, mut info) => {
+                info.annotations.clear();
+                snap.upsert_namespace(&name, info);
+            }
+            other => put(&mut snap, other),
+        }
+    }
+    snap
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// No oracle: whatever a recipient writes into its own objects' statuses, what it sees
+    /// about an image that is not offered to it is the same whether that image exists or not.
+    #[test]
+    fn a_recipient_learns_nothing_about_unoffered_images(
+        world in world_strategy(),
+        owner_pick in 0u8..8,
+        recipient_pick in 0u8..8,
+        image_pick in 0u8..IMAGE_NAMES,
+        forged_states in prop::collection::vec(0u8..4, 1..=4),
+    ) {
+        let n = world.namespaces.len() as u8;
+        let (owner, recipient) = (ns_name(owner_pick % n), ns_name(recipient_pick % n));
+        prop_assume!(owner != recipient);
+        let secret = image_name(image_pick);
+        let mut snap = build_unlimited(&world);
+        prop_assume!(snap.image(&owner, &secret).is_some());
+        for _ in 0..2 {
+            let outcomes = core::evaluate_all(&snap);
+            feed_back(&mut snap, &outcomes);
+        }
+        let offered = snap.shares_in(&owner).any(|s| {
+            s.object.status.iter().flat_map(|st| &st.images)
+                .any(|i| i.name == secret && i.recipients().any(|r| *r == recipient))
+        });
+        prop_assume!(!offered);
+        // The recipient forges its statuses: every acceptance claims the image, in some state.
+        let acceptances: Vec<ShareAcceptance> =
+            snap.acceptances_in(&recipient).map(|e| (*e.object).clone()).collect();
+        for (k, mut acc) in acceptances.into_iter().enumerate() {
+            let mut status = acc.status.clone().unwrap_or_default();
+            let state = [ShareState::Pending, ShareState::Accepted, ShareState::Rejected, ShareState::Removed]
+                [forged_states[k % forged_states.len()] as usize];
+            status.images.retain(|i| i.name != secret);
+            status.images.push(ims_operator::api::ReceivedImage {
+                name: secret.clone(),
+                state,
+                reason: "ThisAcceptance".into(),
+                decided_by: Some(acc.metadata.name.clone().unwrap()),
+                last_transition_time: Some(Time(now())),
+                display_name: Some("forged".into()),
+                image_type: Default::default(),
+                os_type: None,
+                os_version: None,
+                architecture: Default::default(),
+                disk_size_gib: 40,
+                source: None,
+            });
+            status.images.sort_by(|a, b| a.name.cmp(&b.name));
+            acc.status = Some(status);
+            snap.upsert_acceptance(Arc::new(acc));
+        }
+        let with_image = core::Evaluator::new(&snap).tenant(&recipient);
+        let mut without = snap.clone();
+        without.remove_image(&owner, &secret);
+        let without_image = core::Evaluator::new(&without).tenant(&recipient);
+        prop_assert_eq!(with_image, without_image);
+    }
+}

@@ -174,6 +174,10 @@ pub struct PrivateImageStatus {
     pub observed_generation: Option<i64>,
     /// Ready: True/Available when the image can be shared; otherwise the reason says why not
     /// (QuotaExceeded, InvalidSource, SourceNotFound, SourceNotReady, SourceUnsupported).
+    /// AccessGranted, present while at least one recipient accepted the image: True/Granted
+    /// when its Role and RoleBinding are in place; False/GrantNameTaken when a Role or
+    /// RoleBinding of that name exists that the operator did not make (it is never
+    /// overwritten), False/GrantWriteFailed when the API server refused the write.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

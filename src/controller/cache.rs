@@ -19,10 +19,11 @@ use k8s_openapi::{
 };
 use kube::{ResourceExt, core::DynamicObject};
 
+use super::guard::Salvaged;
 use crate::{
     api::{ImageShare, PrivateImage, ShareAcceptance},
     config::Config,
-    core::{self, MachineState, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
+    core::{self, MachineInfo, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
 };
 
 /// Grants the operator manages, as currently stored in the cluster.
@@ -32,21 +33,22 @@ pub struct ExistingGrants {
     pub bindings: BTreeMap<String, Arc<RoleBinding>>,
 }
 
-/// The kinds the cache is fed with; each must have listed once before the cache is ready.
-pub const FEEDS: usize = 6;
-
 /// Shared watch caches.
 pub struct Cache {
     snapshot: Mutex<Snapshot>,
     roles: Mutex<HashMap<String, BTreeMap<String, Arc<Role>>>>,
     bindings: Mutex<HashMap<String, BTreeMap<String, Arc<RoleBinding>>>>,
     synced: AtomicUsize,
-    feeds: usize,
+    /// How many feeds must have listed once before the cache is ready (set by whoever starts
+    /// them, from the list it starts).
+    feeds: AtomicUsize,
     /// Status writes not yet seen by the watches, by namespace: (resourceVersion, when).
     pending_writes: Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>,
     /// Versions the watches brought back recently, by namespace: a watch event can arrive
     /// before the response of the write that caused it.
     recently_seen: Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>,
+    /// Objects whose current version does not decode, by kind: (namespace, name).
+    unreadable: Mutex<HashMap<&'static str, BTreeSet<(String, String)>>>,
 }
 
 /// How long a reconcile waits for the watch to bring back the operator's own status writes
@@ -67,10 +69,16 @@ impl Cache {
             roles: Mutex::default(),
             bindings: Mutex::default(),
             synced: AtomicUsize::new(0),
-            feeds: if kubevirt { FEEDS + 2 } else { FEEDS },
+            feeds: AtomicUsize::new(usize::MAX),
             pending_writes: Mutex::default(),
             recently_seen: Mutex::default(),
+            unreadable: Mutex::default(),
         })
+    }
+
+    /// Sets how many feeds fill the cache.
+    pub fn expect_feeds(&self, feeds: usize) {
+        self.feeds.store(feeds, Ordering::SeqCst);
     }
 
     /// Marks one feed as having completed its initial list.
@@ -80,7 +88,7 @@ impl Cache {
 
     /// Whether every feed has listed at least once.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst) >= self.feeds
+        self.synced.load(Ordering::SeqCst) >= self.feeds.load(Ordering::SeqCst)
     }
 
     /// Remembers status writes of a namespace until the watches bring them back.
@@ -136,6 +144,90 @@ impl Cache {
             return false;
         }
         true
+    }
+
+    /// Records that the current version of an object does not decode (`Some`), with what the
+    /// engine should keep of it when no earlier version was decoded (`Some(Some(..))`), or that
+    /// it decodes again or is gone (`None`). Returns whether anything changed.
+    pub fn set_unreadable(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        unreadable: Option<Option<Salvaged>>,
+    ) -> bool {
+        let key = (namespace.to_string(), name.to_string());
+        let mut all = lock(&self.unreadable);
+        let set = all.entry(kind).or_default();
+        let changed = match &unreadable {
+            Some(_) => set.insert(key),
+            None => set.remove(&key),
+        };
+        drop(all);
+        let mut snap = lock(&self.snapshot);
+        match unreadable {
+            Some(Some(Salvaged::Image(status))) => snap.set_unreadable_image(namespace, name, Some(status)),
+            Some(Some(Salvaged::Share(status))) => snap.set_unreadable_share(namespace, name, Some(status)),
+            Some(Some(Salvaged::Acceptance)) => snap.set_unreadable_acceptance(namespace, name, true),
+            Some(None) => {}
+            None => match kind {
+                "PrivateImage" => snap.set_unreadable_image(namespace, name, None),
+                "ImageShare" => snap.set_unreadable_share(namespace, name, None),
+                "ShareAcceptance" => snap.set_unreadable_acceptance(namespace, name, false),
+                _ => {}
+            },
+        }
+        changed
+    }
+
+    /// How many objects of a kind do not decode.
+    pub fn unreadable_count(&self, kind: &'static str) -> usize {
+        lock(&self.unreadable).get(kind).map_or(0, BTreeSet::len)
+    }
+
+    /// The objects of a kind that do not decode.
+    pub fn unreadable_keys(&self, kind: &'static str) -> BTreeSet<(String, String)> {
+        lock(&self.unreadable).get(kind).cloned().unwrap_or_default()
+    }
+
+    /// Whether the current version of an object does not decode. Its status is not written:
+    /// the engine judges it by an older version, and the write would come back unreadable.
+    pub fn is_unreadable(&self, kind: &'static str, namespace: &str, name: &str) -> bool {
+        lock(&self.unreadable)
+            .get(kind)
+            .is_some_and(|s| s.contains(&(namespace.to_string(), name.to_string())))
+    }
+
+    /// The tenants an unreadable object of a namespace may matter to: the namespace, and for
+    /// an acceptance (whose owner is unknown) every owner that shares with it.
+    pub fn touched_by_unreadable(&self, kind: &'static str, namespace: &str) -> BTreeSet<String> {
+        let snap = lock(&self.snapshot);
+        let mut out = with_partners(&snap, namespace);
+        if kind == "ShareAcceptance" {
+            out.extend(owners_sharing_with(&snap, namespace));
+        }
+        out
+    }
+
+    /// Whether a namespace is being deleted: nothing is written into it any more.
+    pub fn is_leaving(&self, namespace: &str) -> bool {
+        lock(&self.snapshot).is_leaving(namespace)
+    }
+
+    /// Records why the grant of an image could not be written (or clears it). Returns whether
+    /// that changed what the image reports.
+    pub fn set_grant_fault(&self, namespace: &str, image: &str, fault: Option<core::GrantFault>) -> bool {
+        let mut snap = lock(&self.snapshot);
+        if snap.grant_fault(namespace, image) == fault.as_ref() {
+            return false;
+        }
+        snap.set_grant_fault(namespace, image, fault);
+        true
+    }
+
+    /// Clears the grant faults of images of a namespace that need no grant any more.
+    pub fn clear_grant_faults_except(&self, namespace: &str, keep: &BTreeSet<String>) -> bool {
+        lock(&self.snapshot).clear_grant_faults_except(namespace, keep)
     }
 
     /// Evaluates one tenant at `now`, with the grants that exist in it.
@@ -429,15 +521,15 @@ impl Cached for PersistentVolumeClaim {
 }
 
 /// KubeVirt VirtualMachines are read as dynamic objects: the operator only needs to know
-/// whether one is stopped, not the whole KubeVirt API.
+/// whether one is stopped and which claims its disks use, not the whole KubeVirt API.
 impl Cached for DynamicObject {
     fn store(cache: &Cache, object: Arc<Self>) {
         let (ns, name) = key_of(object.as_ref());
-        let state = MachineState::of_virtual_machine(&object.data);
-        lock(&cache.snapshot).set_machine(&ns, &name, Some(state));
+        let info = MachineInfo::of_virtual_machine(&object.data);
+        lock(&cache.snapshot).set_machine(&ns, &name, Some(info));
     }
     fn forget(cache: &Cache, namespace: &str, name: &str) {
-        lock(&cache.snapshot).set_machine(namespace, name, None);
+        lock(&cache.snapshot).set_machine(namespace, name, None::<MachineInfo>);
     }
     fn known(cache: &Cache) -> BTreeSet<(String, String)> {
         lock(&cache.snapshot).machines.keys().cloned().collect()

@@ -1,7 +1,15 @@
 //! Leader election with a coordination.k8s.io Lease, so that of several replicas exactly one
-//! writes. The holder renews every `RENEW`; a lease not renewed for `DURATION` may be taken.
+//! writes, with client-go's timing: a lease not renewed for `LEASE_DURATION` may be taken by
+//! another replica; the holder retries every `RETRY_PERIOD` and steps down when it has not
+//! renewed within `RENEW_DEADLINE`.
+//!
+//! Writes are fenced by time: a [`Fence`] lets a write through only while this replica holds a
+//! lease that is unexpired by its own clock (the last successful renewal plus the renew
+//! deadline), and cancels writes in flight when that moment passes. Another replica takes over
+//! no earlier than `LEASE_DURATION` after it saw the last renewal, so two replicas never write
+//! in the same period.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -9,10 +17,59 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
+use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
-pub const DURATION: Duration = Duration::from_secs(15);
-pub const RENEW: Duration = Duration::from_secs(5);
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+
+/// The lease was lost (or given up): nothing more may be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not the leader: the write was not sent")]
+pub struct Fenced;
+
+/// Lets writes through only while this replica may write.
+#[derive(Clone, Debug)]
+pub struct Fence(Option<watch::Receiver<Option<Instant>>>);
+
+impl Fence {
+    /// Without leader election: every write goes through.
+    pub fn open() -> Self {
+        Fence(None)
+    }
+
+    /// Whether a write may start now.
+    pub fn is_open(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(rx) => rx.borrow().is_some_and(|until| Instant::now() < until),
+        }
+    }
+
+    /// Runs a write while the lease holds; cancels it (dropping the request) the moment the
+    /// lease is lost or its renew deadline passes.
+    pub async fn guard<F: Future>(&self, write: F) -> Result<F::Output, Fenced> {
+        let Some(rx) = &self.0 else {
+            return Ok(write.await);
+        };
+        let mut rx = rx.clone();
+        let mut write = std::pin::pin!(write);
+        loop {
+            let Some(until) = *rx.borrow_and_update() else {
+                return Err(Fenced);
+            };
+            if Instant::now() >= until {
+                return Err(Fenced);
+            }
+            tokio::select! {
+                out = &mut write => return Ok(out),
+                _ = tokio::time::sleep_until(until) => {}
+                changed = rx.changed() => if changed.is_err() { return Err(Fenced) },
+            }
+        }
+    }
+}
 
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -21,7 +78,9 @@ pub struct LeaderElector {
     /// The other holder's record as last read, and when this replica saw it change: expiry is
     /// judged by the local clock from then (like client-go), not by comparing the holder's
     /// `renewTime` with a clock on another node.
-    observed: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
+    observed: std::sync::Mutex<Option<(String, Instant)>>,
+    /// Until when this replica may write; `None` while it does not hold the lease.
+    valid_until: watch::Sender<Option<Instant>>,
 }
 
 impl LeaderElector {
@@ -31,51 +90,73 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             observed: std::sync::Mutex::new(None),
+            valid_until: watch::Sender::new(None),
         }
+    }
+
+    /// The fence of this replica's writes.
+    pub fn fence(&self) -> Fence {
+        Fence(Some(self.valid_until.subscribe()))
+    }
+
+    /// Stops every write at once (before giving the lease up, or after losing it).
+    pub fn revoke(&self) {
+        self.valid_until.send_replace(None);
     }
 
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {
+            let attempt = Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
+                    self.valid_until.send_replace(Some(attempt + RENEW_DEADLINE));
                     info!(lease = %self.name, identity = %self.identity, "became leader");
                     return;
                 }
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "leader election failed; retrying"),
             }
-            tokio::time::sleep(RENEW).await;
+            tokio::time::sleep(RETRY_PERIOD).await;
         }
     }
 
-    /// Renews until the lease is lost or can not be renewed in time; then returns.
+    /// Renews every `RETRY_PERIOD` until the lease is lost or was not renewed within
+    /// `RENEW_DEADLINE`; failed attempts in between are retried. Returns when leadership ends,
+    /// with the fence already closed.
     pub async fn hold(&self) {
-        let mut last_renewal = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(RENEW).await;
-            // A renewal that hangs must not outlive the lease: another replica may take it
-            // once DURATION has passed, so give up before that.
-            let deadline = (DURATION - RENEW).saturating_sub(last_renewal.elapsed());
-            match tokio::time::timeout(deadline, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
+            tokio::time::sleep(RETRY_PERIOD).await;
+            let Some(until) = *self.valid_until.borrow() else {
+                return;
+            };
+            let attempt = Instant::now();
+            // An attempt that hangs must not outlive the renew deadline.
+            match tokio::time::timeout_at(until, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => {
+                    self.valid_until.send_replace(Some(attempt + RENEW_DEADLINE));
+                    continue;
+                }
                 Ok(Ok(false)) => {
                     warn!(lease = %self.name, "lost the lease to another replica");
+                    self.revoke();
                     return;
                 }
-                Ok(Err(e)) => warn!(error = %e, "could not renew the lease"),
-                Err(_) => warn!("renewing the lease timed out"),
+                Ok(Err(e)) => warn!(error = %e, "could not renew the lease; retrying"),
+                Err(_) => {}
             }
-            if last_renewal.elapsed() >= DURATION - RENEW {
-                warn!(lease = %self.name, "could not renew the lease in time; stepping down");
+            if Instant::now() >= until {
+                warn!(lease = %self.name, "could not renew the lease within the renew deadline; stepping down");
+                self.revoke();
                 return;
             }
         }
     }
 
     /// Gives the lease up on shutdown, so a standby takes over at once instead of after
-    /// `DURATION`.
+    /// `LEASE_DURATION`. Writes are fenced off first.
     pub async fn release(&self) {
+        self.revoke();
         let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
             return;
         };
@@ -93,7 +174,7 @@ impl LeaderElector {
     /// Takes or renews the lease when free, expired or ours. Conflicts mean another replica won.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let duration_secs = DURATION.as_secs() as i32;
+        let duration_secs = LEASE_DURATION.as_secs() as i32;
         let existing = match self.api.get_opt(&self.name).await? {
             Some(lease) => lease,
             None => {
@@ -124,12 +205,12 @@ impl LeaderElector {
             (None, _, _) => true, // released
             (Some(holder), renewed, secs) if !ours => {
                 let record = format!("{holder}/{:?}/{:?}", renewed.as_ref().map(|t| t.0), secs);
-                let duration = secs.map_or(DURATION, |s| Duration::from_secs(s.max(0) as u64));
+                let duration = secs.map_or(LEASE_DURATION, |s| Duration::from_secs(s.max(0) as u64));
                 let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
                 match &*observed {
                     Some((seen, since)) if *seen == record => since.elapsed() > duration,
                     _ => {
-                        *observed = Some((record, tokio::time::Instant::now()));
+                        *observed = Some((record, Instant::now()));
                         false
                     }
                 }

@@ -1,46 +1,38 @@
 //! `ims-operator run`: the decision engine live against a Kubernetes API server.
 //!
 //! One reconcile unit is a tenant namespace. Watchers keep an indexed cache of every object
-//! ([`cache`]); each change names the tenants it affects, and the kube-runtime Controller
-//! reconciles those namespaces one at a time each: evaluate with the pure engine, then write
-//! what differs ([`writer`]) and publish the events.
+//! ([`cache`], fed by [`feed`]); each change names the tenants it affects, and the kube-runtime
+//! Controller reconciles those namespaces, a bounded number at a time, bursts coalesced
+//! ([`reconcile`]): evaluate with the pure engine, then write what differs ([`writer`]) and
+//! publish the events ([`events`]). With leader election, every write passes the lease's
+//! fence ([`leader`]).
 
 pub mod cache;
+pub mod events;
 pub mod feed;
+pub mod guard;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod reconcile;
 pub mod state;
 pub mod writer;
 
 use std::{
-    collections::{BTreeSet, HashMap},
     process::ExitCode,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::{
-    api::{
-        core::v1::{Namespace, ObjectReference, PersistentVolumeClaim},
-        rbac::v1::{Role, RoleBinding},
-    },
-    jiff::Timestamp,
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::{
+    core::v1::{Namespace, PersistentVolumeClaim},
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
-    Api, Client, ResourceExt,
-    core::{ApiResource, DynamicObject, GroupVersionKind, error_boundary::InvalidObject},
-    runtime::{
-        Controller, WatchStreamExt,
-        controller::Action,
-        events::{Event, EventType as KubeEventType, Recorder, Reporter},
-        reflector::ObjectRef,
-        watcher,
-    },
+    Api, Client,
+    core::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::{Controller, WatchStreamExt, controller, reflector, reflector::ObjectRef, watcher},
 };
 use tracing::{error, info, warn};
 
@@ -48,169 +40,18 @@ use crate::{
     api::{self, ImageShare, PrivateImage, ShareAcceptance},
     cli::{LogFormat, RunArgs},
     config::Config,
-    core::{EventSpec, EventType, grants::MANAGED_BY_LABEL},
+    core::grants::{MANAGED_BY, MANAGED_BY_LABEL},
 };
 
 use cache::Cache;
-use feed::{FeedSink, feed, feed_guarded};
+use feed::{FeedSink, UnreadableReport, feed, feed_guarded};
+use guard::Guarded;
+use leader::{Fence, LeaderElector};
+pub use reconcile::{Context, Error, backoff, error_policy, reconcile};
 pub use state::State;
 
 /// Name the operator reports events and field managers under.
 pub const CONTROLLER_NAME: &str = "ims-operator";
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub cache: Arc<Cache>,
-    pub recorder: Recorder,
-    pub state: Arc<State>,
-    /// Namespace warnings already published (they are level-based, not transitions).
-    published_warnings: Mutex<HashMap<String, BTreeSet<String>>>,
-    /// Consecutive failures per namespace, for the retry backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(client: Client, cache: Arc<Cache>, state: Arc<State>, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: CONTROLLER_NAME.into(),
-            instance,
-        };
-        Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            cache,
-            state,
-            published_warnings: Mutex::default(),
-            failures: Mutex::default(),
-        }
-    }
-}
-
-/// A reconcile that could not finish; it is retried with backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("writing to the API server: {0}")]
-    Write(#[source] kube::Error),
-}
-
-impl Error {
-    /// A bounded label for the error metric.
-    pub fn metric_reason(&self) -> String {
-        match self {
-            Error::Write(kube::Error::Api(s)) => format!("Api{}", s.code),
-            Error::Write(_) => "Transport".into(),
-        }
-    }
-}
-
-/// Reconciles one tenant namespace.
-pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = namespace.name_any();
-    if !ctx.cache.is_synced() {
-        // Deciding on a partial cache could revoke grants that exist; wait for the lists.
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    if ctx.cache.awaiting_writes(&ns) {
-        // Our last status writes are not in the cache yet: deciding now would repeat them.
-        tracing::debug!(namespace = %ns, "waiting for the watch to bring back our status writes");
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
-    let started = Instant::now();
-    let now = Timestamp::now();
-    let (outcome, existing, next_expiry) = ctx.cache.evaluate(&ns, now);
-    let mut written = Vec::new();
-    let result = writer::write_outcome_tracked(&ctx.client, &outcome, &existing, &mut written).await;
-    ctx.cache.expect_writes(&ns, written);
-    let stats = match result {
-        Ok(s) => s,
-        Err(e) => {
-            let e = Error::Write(e);
-            ctx.state.metrics.reconcile_failed(&e.metric_reason());
-            return Err(e);
-        }
-    };
-    let events = fresh_events(&ctx, &ns, outcome.events);
-    for e in &events {
-        publish(&ctx.recorder, e).await;
-    }
-    ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ns);
-    ctx.state.metrics.reconciled(started.elapsed());
-    if stats != writer::WriteStats::default() {
-        info!(namespace = %ns, status_patches = stats.status_patches, grant_applies = stats.grant_applies,
-              grant_deletes = stats.grant_deletes, "reconciled");
-    }
-    Ok(match next_expiry {
-        // Requeue just after the next share expires, so access ends on time.
-        Some(at) => {
-            let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(500);
-            Action::requeue(wait)
-        }
-        None => Action::await_change(),
-    })
-}
-
-/// Drops namespace warnings that were already published and are still the same.
-fn fresh_events(ctx: &Context, ns: &str, events: Vec<EventSpec>) -> Vec<EventSpec> {
-    let mut published = ctx.published_warnings.lock().unwrap_or_else(|p| p.into_inner());
-    let current: BTreeSet<String> = events
-        .iter()
-        .filter(|e| e.regarding.kind == "Namespace")
-        .map(|e| e.note.clone())
-        .collect();
-    let before = published.insert(ns.to_string(), current).unwrap_or_default();
-    events
-        .into_iter()
-        .filter(|e| e.regarding.kind != "Namespace" || !before.contains(&e.note))
-        .collect()
-}
-
-fn object_reference(e: &EventSpec) -> ObjectReference {
-    let api_version = match e.regarding.kind {
-        "Namespace" => "v1".to_string(),
-        _ => api::API_VERSION.to_string(),
-    };
-    ObjectReference {
-        api_version: Some(api_version),
-        kind: Some(e.regarding.kind.to_string()),
-        namespace: e.regarding.namespace.clone(),
-        name: Some(e.regarding.name.clone()),
-        uid: e.regarding.uid.clone(),
-        ..Default::default()
-    }
-}
-
-async fn publish(recorder: &Recorder, e: &EventSpec) {
-    let event = Event {
-        type_: match e.type_ {
-            EventType::Normal => KubeEventType::Normal,
-            EventType::Warning => KubeEventType::Warning,
-        },
-        reason: e.reason.clone(),
-        note: Some(e.note.clone()),
-        action: e.action.clone(),
-        secondary: None,
-    };
-    // Events are informational; failing to publish one must not fail the reconcile.
-    if let Err(err) = recorder.publish(&event, &object_reference(e)).await {
-        warn!(error = %err, reason = %e.reason, "could not publish an event");
-    }
-}
-
-/// Per-namespace exponential backoff: 1 s, 2 s, 4 s … capped at 5 minutes.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
-}
-
-pub fn error_policy(namespace: Arc<Namespace>, err: &Error, ctx: Arc<Context>) -> Action {
-    let ns = namespace.name_any();
-    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-    let n = failures.entry(ns.clone()).or_default();
-    let wait = backoff(*n);
-    *n += 1;
-    warn!(namespace = %ns, error = %err, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
-}
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -292,43 +133,48 @@ async fn shutdown_signal() {
     ctrl_c.await;
 }
 
-/// Runs the controller until SIGTERM (or loss of the lease).
+/// Runs the controller until SIGTERM.
 pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     run_until(client, args, config, shutdown_signal()).await
 }
 
-/// Runs the controller with a given client until `shutdown` resolves (or the lease is lost).
+/// Why a term of leadership (or the only term, without election) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TermEnd {
+    Shutdown,
+    LostLease,
+    WatchDied,
+}
+
+/// Runs the controller with a given client until `shutdown` resolves. A replica that loses
+/// the lease stands by and competes again (a re-election, not a restart); one whose watch
+/// died returns an error (and `/livez` fails), since its cache can no longer be trusted.
 pub async fn run_until(
     client: Client,
     args: RunArgs,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shutdown = shutdown.shared();
+    let shutdown = shutdown.boxed().shared();
     let state = Arc::new(State::default());
     let http = tokio::spawn(http::serve(args.http_addr, state.clone()));
+    let result = serve_terms(client, args, config, state, shutdown).await;
+    http.abort();
+    result
+}
 
+async fn serve_terms(
+    client: Client,
+    args: RunArgs,
+    config: Config,
+    state: Arc<State>,
+    shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+) -> anyhow::Result<()> {
     tokio::select! {
         _ = wait_for_crds(&client, &state) => {}
         _ = shutdown.clone() => return Ok(()),
     }
-
-    let identity = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| format!("ims-operator-{}", std::process::id()));
-    let elector = args
-        .leader_elect
-        .then(|| leader::LeaderElector::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity));
-    if let Some(elector) = &elector {
-        state.standby.store(true, Ordering::SeqCst);
-        tokio::select! {
-            _ = elector.acquire() => {}
-            _ = shutdown.clone() => return Ok(()),
-        }
-        state.standby.store(false, Ordering::SeqCst);
-    }
-
     if args.kubevirt {
         // Without KubeVirt the VirtualMachine watch could never list, and the operator would
         // never become ready; say so instead.
@@ -339,123 +185,47 @@ pub async fn run_until(
             );
         }
     }
-    let cache = Arc::new(Cache::new(config, args.kubevirt)?);
-    *state.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.clone());
-    let (trigger_tx, trigger_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let (invalid_tx, mut invalid_rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, InvalidObject)>();
-    let sink = FeedSink {
-        cache: cache.clone(),
-        triggers: trigger_tx,
-        invalid: invalid_tx,
-    };
-
-    let wc = watcher::Config::default();
-    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={}", crate::core::grants::MANAGED_BY));
-    let mut feeds = vec![
-        tokio::spawn(feed_guarded::<PrivateImage>(
-            "PrivateImage",
-            watcher(Api::all(client.clone()), wc.clone()).default_backoff(),
-            sink.clone(),
-        )),
-        tokio::spawn(feed_guarded::<ImageShare>(
-            "ImageShare",
-            watcher(Api::all(client.clone()), wc.clone()).default_backoff(),
-            sink.clone(),
-        )),
-        tokio::spawn(feed_guarded::<ShareAcceptance>(
-            "ShareAcceptance",
-            watcher(Api::all(client.clone()), wc.clone()).default_backoff(),
-            sink.clone(),
-        )),
-        tokio::spawn(feed::<Namespace>(
-            "Namespace",
-            watcher(Api::all(client.clone()), wc.clone()).default_backoff(),
-            sink.clone(),
-        )),
-        tokio::spawn(feed::<Role>(
-            "Role",
-            watcher(Api::all(client.clone()), managed.clone()).default_backoff(),
-            sink.clone(),
-        )),
-        tokio::spawn(feed::<RoleBinding>(
-            "RoleBinding",
-            watcher(Api::all(client.clone()), managed.clone()).default_backoff(),
-            sink.clone(),
-        )),
-    ];
-    if args.kubevirt {
-        feeds.push(tokio::spawn(feed::<PersistentVolumeClaim>(
-            "PersistentVolumeClaim",
-            watcher(Api::all(client.clone()), wc.clone()).default_backoff(),
-            sink.clone(),
-        )));
-        let vm = ApiResource::from_gvk(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"));
-        feeds.push(tokio::spawn(feed::<DynamicObject>(
-            "VirtualMachine",
-            watcher(Api::all_with(client.clone(), &vm), wc.clone()).default_backoff(),
-            sink.clone(),
-        )));
-    }
-    drop(sink);
-
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        cache.clone(),
-        state.clone(),
-        Some(identity),
-    ));
-    let invalid_ctx = ctx.clone();
-    let invalid_reporter = tokio::spawn(async move {
-        while let Some((kind, invalid)) = invalid_rx.recv().await {
-            report_invalid(&invalid_ctx.recorder, kind, &invalid).await;
-        }
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("ims-operator-{}", std::process::id()));
+    let elector = args.leader_elect.then(|| {
+        Arc::new(LeaderElector::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        ))
     });
-
-    let triggers = tokio_stream_from(trigger_rx).map(|ns| ObjectRef::<Namespace>::new(&ns));
-    let elector = elector.map(Arc::new);
-    let holder = elector.clone();
-    let lost_lease = async move {
-        match &holder {
-            Some(e) => e.hold().await,
-            None => futures::future::pending().await,
-        }
-    };
-    let lost = Arc::new(AtomicBool::new(false));
-    let lost_flag = lost.clone();
-    // The controller wants a Sync shutdown future; the lease renewal is not, so it runs in its
-    // own task and reports through a channel.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let watchdog = tokio::spawn(async move {
-        tokio::select! {
-            _ = shutdown => info!("shutting down: finishing running reconciles"),
-            _ = lost_lease => lost_flag.store(true, Ordering::SeqCst),
-        }
-        let _ = stop_tx.send(());
-    });
-    let stop = async move {
-        let _ = stop_rx.await;
-    };
-    Controller::new(Api::<Namespace>::all(client.clone()), wc)
-        .reconcile_on(triggers)
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                match e {
-                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
-                    other => warn!(error = %other, "controller"),
-                }
+    loop {
+        if let Some(elector) = &elector {
+            state.standby.store(true, Ordering::SeqCst);
+            state.metrics.set_leader(false);
+            tokio::select! {
+                _ = elector.acquire() => {}
+                _ = shutdown.clone() => return Ok(()),
             }
-        })
+            state.standby.store(false, Ordering::SeqCst);
+        }
+        state.metrics.set_leader(true);
+        let fence = elector.as_ref().map_or_else(Fence::open, |e| e.fence());
+        let end = run_term(
+            &client,
+            &args,
+            &config,
+            &state,
+            fence,
+            elector.clone(),
+            &identity,
+            shutdown.clone(),
+        )
         .await;
-    for f in feeds {
-        f.abort();
-    }
-    invalid_reporter.abort();
-    watchdog.abort();
-    http.abort();
-    if lost.load(Ordering::SeqCst) {
-        anyhow::bail!("lost the leader lease; exiting so that a new election starts");
+        state.metrics.set_leader(false);
+        *state.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match end? {
+            TermEnd::Shutdown => break,
+            TermEnd::LostLease => warn!("lost the leader lease; standing by to compete again"),
+            TermEnd::WatchDied => anyhow::bail!("a watch ended; the cache can not be trusted any more"),
+        }
     }
     if let Some(elector) = &elector {
         elector.release().await;
@@ -464,24 +234,193 @@ pub async fn run_until(
     Ok(())
 }
 
+/// One term: fresh caches, the feeds, the controller; until shutdown, the loss of the lease or
+/// the death of a watch.
+#[allow(clippy::too_many_arguments)]
+async fn run_term(
+    client: &Client,
+    args: &RunArgs,
+    config: &Config,
+    state: &Arc<State>,
+    fence: Fence,
+    elector: Option<Arc<LeaderElector>>,
+    identity: &str,
+    shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+) -> anyhow::Result<TermEnd> {
+    let cache = Arc::new(Cache::new(config.clone(), args.kubevirt)?);
+    *state.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.clone());
+    let (trigger_tx, trigger_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (invalid_tx, mut invalid_rx) = tokio::sync::mpsc::unbounded_channel::<UnreadableReport>();
+    let sink = FeedSink {
+        cache: cache.clone(),
+        state: state.clone(),
+        triggers: trigger_tx,
+        invalid: invalid_tx,
+    };
+
+    // One watch per kind. The Namespace watch also fills the store the Controller reads the
+    // namespace of each reconcile from.
+    let (namespaces, namespace_writer) = reflector::store::<Namespace>();
+    let wc = watcher::Config::default();
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let mut feeds: Vec<(&'static str, tokio::task::JoinHandle<()>)> = vec![
+        (
+            "PrivateImage",
+            tokio::spawn(feed_guarded::<PrivateImage>(
+                "PrivateImage",
+                watcher(Api::<Guarded<PrivateImage>>::all(client.clone()), wc.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ),
+        (
+            "ImageShare",
+            tokio::spawn(feed_guarded::<ImageShare>(
+                "ImageShare",
+                watcher(Api::<Guarded<ImageShare>>::all(client.clone()), wc.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ),
+        (
+            "ShareAcceptance",
+            tokio::spawn(feed_guarded::<ShareAcceptance>(
+                "ShareAcceptance",
+                watcher(Api::<Guarded<ShareAcceptance>>::all(client.clone()), wc.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ),
+        (
+            "Namespace",
+            tokio::spawn(feed::<Namespace>(
+                "Namespace",
+                watcher(Api::all(client.clone()), wc.clone())
+                    .default_backoff()
+                    .reflect(namespace_writer),
+                sink.clone(),
+            )),
+        ),
+        (
+            "Role",
+            tokio::spawn(feed::<Role>(
+                "Role",
+                watcher(Api::all(client.clone()), managed.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ),
+        (
+            "RoleBinding",
+            tokio::spawn(feed::<RoleBinding>(
+                "RoleBinding",
+                watcher(Api::all(client.clone()), managed.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ),
+    ];
+    if args.kubevirt {
+        feeds.push((
+            "PersistentVolumeClaim",
+            tokio::spawn(feed::<PersistentVolumeClaim>(
+                "PersistentVolumeClaim",
+                watcher(Api::all(client.clone()), wc.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ));
+        let vm = ApiResource::from_gvk(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"));
+        feeds.push((
+            "VirtualMachine",
+            tokio::spawn(feed::<DynamicObject>(
+                "VirtualMachine",
+                watcher(Api::all_with(client.clone(), &vm), wc.clone()).default_backoff(),
+                sink.clone(),
+            )),
+        ));
+    }
+    cache.expect_feeds(feeds.len());
+    drop(sink);
+    let feed_aborts: Vec<_> = feeds.iter().map(|(_, f)| f.abort_handle()).collect();
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        cache.clone(),
+        state.clone(),
+        fence,
+        Some(identity.to_string()),
+    ));
+    let reporter_ctx = ctx.clone();
+    let unreadable_reporter = tokio::spawn(async move {
+        while let Some(report) = invalid_rx.recv().await {
+            if reporter_ctx.unreadable_reports.first_time(&report) {
+                reporter_ctx.publish(&events::unreadable_event(&report)).await;
+            }
+        }
+    });
+
+    // The controller wants a Sync shutdown future; the lease renewal and the supervision of
+    // the watches are not, so they run in their own task and report through a channel.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watch_state = state.clone();
+    let watchdog = tokio::spawn(async move {
+        let lease_lost = async {
+            match &elector {
+                Some(e) => e.hold().await,
+                None => futures::future::pending().await,
+            }
+        };
+        let watch_died = async {
+            let handles = feeds.into_iter().map(|(kind, handle)| handle.map(move |r| (kind, r)));
+            let ((kind, result), _, _) = futures::future::select_all(handles).await;
+            let why = match result {
+                Ok(()) => "its stream ended".to_string(),
+                Err(e) => format!("its task failed: {e}"),
+            };
+            error!(kind, %why, "a watch died; /livez fails from now on");
+            watch_state.watch_died(kind, why);
+        };
+        let end = tokio::select! {
+            _ = shutdown => {
+                info!("shutting down: finishing running reconciles");
+                TermEnd::Shutdown
+            }
+            _ = lease_lost => TermEnd::LostLease,
+            _ = watch_died => TermEnd::WatchDied,
+        };
+        let _ = stop_tx.send(());
+        end
+    });
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+    let triggers = tokio_stream_from(trigger_rx).map(|ns| ObjectRef::<Namespace>::new(&ns));
+    let settings = controller::Config::default()
+        .concurrency(args.concurrency)
+        .debounce(Duration::from_millis(args.debounce_ms));
+    // The namespace objects come from the store the Namespace feed fills; reconciles are asked
+    // for by the feeds alone (every change names the tenants it touches).
+    Controller::for_stream(
+        futures::stream::pending::<Result<Namespace, watcher::Error>>(),
+        namespaces,
+    )
+    .with_config(settings)
+    .reconcile_on(triggers)
+    .graceful_shutdown_on(stop)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            match e {
+                kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                other => warn!(error = %other, "controller"),
+            }
+        }
+    })
+    .await;
+    for abort in feed_aborts {
+        abort.abort();
+    }
+    unreadable_reporter.abort();
+    Ok(watchdog.await?)
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-async fn report_invalid(recorder: &Recorder, kind: &'static str, invalid: &InvalidObject) {
-    let spec = EventSpec::new(
-        &crate::core::Regarding {
-            kind,
-            namespace: invalid.metadata.namespace.clone(),
-            name: invalid.metadata.name.clone().unwrap_or_default(),
-            uid: invalid.metadata.uid.clone(),
-        },
-        EventType::Warning,
-        "InvalidObject",
-        "Skip",
-        format!("the operator can not read this object and skips it: {}", invalid.error),
-    );
-    publish(recorder, &spec).await;
 }

@@ -1,7 +1,16 @@
 //! Writes a [`TenantOutcome`]: statuses by server-side apply on `/status`, grants by
 //! server-side apply, stale grants deleted. Nothing is sent for what is already as desired.
+//!
+//! Every write stands alone: one that the API server refuses (an admission policy, a quota, a
+//! conflict) is counted and reported, and the others are still sent. Only losing the leader
+//! lease stops the pass, since then no write may be sent at all.
 
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use std::collections::BTreeSet;
+
+use k8s_openapi::{
+    api::rbac::v1::{Role, RoleBinding},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::{
     Api, Client, Resource,
     api::{DeleteParams, Patch, PatchParams},
@@ -9,9 +18,16 @@ use kube::{
 use serde::Serialize;
 use serde_json::json;
 
+use super::{
+    leader::{Fence, Fenced},
+    metrics::{Metrics, WriteKind, error_reason},
+};
 use crate::{
     api::{ImageShare, PrivateImage, ShareAcceptance},
-    core::{Grant, TenantOutcome, grants::MANAGED_BY_LABEL},
+    core::{
+        Grant, GrantFault, GrantFaultReason, Regarding, TenantOutcome,
+        grants::{IMAGE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, grant_name},
+    },
 };
 
 use super::cache::ExistingGrants;
@@ -29,78 +45,396 @@ pub struct WriteStats {
     pub grant_deletes: usize,
 }
 
+/// A write the API server refused.
+#[derive(Clone, Debug)]
+pub struct WriteFailure {
+    pub kind: WriteKind,
+    /// The object the failure is reported on.
+    pub regarding: Regarding,
+    /// A bounded reason (see [`error_reason`]).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The outcome of one write pass.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    pub stats: WriteStats,
+    pub failures: Vec<WriteFailure>,
+    /// resourceVersions the status writes produced, to wait for their echo.
+    pub written: Vec<String>,
+    /// Per image with a desired grant: why it is not in place, or `None` when it is.
+    pub grant_faults: Vec<(String, Option<GrantFault>)>,
+    /// The lease was lost during the pass: the writes after that point were not sent.
+    pub fenced: bool,
+}
+
+/// Which statuses to leave alone (objects whose current version does not decode).
+pub type SkipStatus<'a> = &'a (dyn Fn(&'static str, &str) -> bool + Sync);
+
 /// Writes everything the outcome asks for.
 pub async fn write_outcome(
     client: &Client,
     outcome: &TenantOutcome,
     existing: &ExistingGrants,
-) -> Result<WriteStats, kube::Error> {
-    write_outcome_tracked(client, outcome, existing, &mut Vec::new()).await
-}
-
-/// [`write_outcome`], also collecting the resourceVersions the status writes produced, so that
-/// the caller can wait until its cache has seen them.
-pub async fn write_outcome_tracked(
-    client: &Client,
-    outcome: &TenantOutcome,
-    existing: &ExistingGrants,
-    written: &mut Vec<String>,
-) -> Result<WriteStats, kube::Error> {
-    let ns = &outcome.namespace;
-    let mut stats = WriteStats::default();
-    // Revocations first: a RoleBinding that must go is deleted before anything else is written.
-    stats.grant_deletes += prune(client, ns, outcome, existing).await?;
-    for grant in outcome.grants.iter() {
-        stats.grant_applies += apply_grant(client, ns, grant, existing).await?;
-    }
-    for u in outcome.images.iter().filter(|u| u.changed) {
-        stats.status_patches += patch_status::<PrivateImage, _>(client, ns, &u.name, &u.status, written).await?;
-    }
-    for u in outcome.shares.iter().filter(|u| u.changed) {
-        stats.status_patches += patch_status::<ImageShare, _>(client, ns, &u.name, &u.status, written).await?;
-    }
-    for u in outcome.acceptances.iter().filter(|u| u.changed) {
-        stats.status_patches += patch_status::<ShareAcceptance, _>(client, ns, &u.name, &u.status, written).await?;
-    }
-    Ok(stats)
-}
-
-/// Server-side applies a status. An object deleted in the meantime needs none.
-async fn patch_status<K, S>(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    status: &S,
-    written: &mut Vec<String>,
-) -> Result<usize, kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    S: Serialize,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    match api
-        .patch_status(name, &PatchParams::apply(STATUS_MANAGER).force(), &Patch::Apply(body))
+    metrics: &Metrics,
+    fence: &Fence,
+    skip_status: SkipStatus<'_>,
+) -> WriteReport {
+    let mut report = WriteReport::default();
+    let writer = Writer {
+        client,
+        ns: &outcome.namespace,
+        metrics,
+        fence,
+    };
+    if writer
+        .write_all(outcome, existing, skip_status, &mut report)
         .await
+        .is_err()
     {
-        Ok(patched) => {
-            written.extend(patched.meta().resource_version.clone());
-            Ok(1)
+        report.fenced = true;
+    }
+    report
+}
+
+struct Writer<'a> {
+    client: &'a Client,
+    ns: &'a str,
+    metrics: &'a Metrics,
+    fence: &'a Fence,
+}
+
+impl Writer<'_> {
+    async fn write_all(
+        &self,
+        outcome: &TenantOutcome,
+        existing: &ExistingGrants,
+        skip_status: SkipStatus<'_>,
+        report: &mut WriteReport,
+    ) -> Result<(), Fenced> {
+        // Revocations first: a RoleBinding that must go is deleted before anything else.
+        self.prune(outcome, existing, report).await?;
+        for grant in outcome.grants.iter() {
+            let fault = self.apply_grant(grant, existing, report).await?;
+            report.grant_faults.push((grant.image.clone(), fault));
         }
-        Err(e) if is_not_found(&e) => Ok(0),
-        Err(e) => Err(e),
+        for u in outcome.images.iter().filter(|u| u.changed) {
+            if !skip_status("PrivateImage", &u.name) {
+                self.patch_status::<PrivateImage, _>(&u.name, &u.status, report).await?;
+            }
+        }
+        for u in outcome.shares.iter().filter(|u| u.changed) {
+            if !skip_status("ImageShare", &u.name) {
+                self.patch_status::<ImageShare, _>(&u.name, &u.status, report).await?;
+            }
+        }
+        for u in outcome.acceptances.iter().filter(|u| u.changed) {
+            if !skip_status("ShareAcceptance", &u.name) {
+                self.patch_status::<ShareAcceptance, _>(&u.name, &u.status, report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, report: &mut WriteReport, kind: WriteKind, regarding: Regarding, what: String, e: &kube::Error) {
+        let reason = error_reason(e);
+        self.metrics.write_failed(kind, reason);
+        tracing::warn!(namespace = %self.ns, %what, error = %e, "write refused");
+        report.failures.push(WriteFailure {
+            kind,
+            regarding,
+            reason,
+            message: format!("{what}: {}", describe(e)),
+        });
+    }
+
+    /// Server-side applies a status. An object deleted in the meantime needs none.
+    async fn patch_status<K, S>(&self, name: &str, status: &S, report: &mut WriteReport) -> Result<(), Fenced>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: Serialize,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        let body = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        let params = PatchParams::apply(STATUS_MANAGER).force();
+        match self
+            .fence
+            .guard(api.patch_status(name, &params, &Patch::Apply(body)))
+            .await?
+        {
+            Ok(patched) => {
+                self.metrics.status_patched();
+                report.stats.status_patches += 1;
+                report.written.extend(patched.meta().resource_version.clone());
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                let regarding = Regarding {
+                    kind: static_kind::<K>(),
+                    namespace: Some(self.ns.to_string()),
+                    name: name.to_string(),
+                    uid: None,
+                };
+                self.fail(
+                    report,
+                    WriteKind::Status,
+                    regarding,
+                    format!("writing the status of {name}"),
+                    &e,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one image's Role and RoleBinding unless they are in place, or a Role or
+    /// RoleBinding of that name exists that the operator did not make.
+    async fn apply_grant(
+        &self,
+        grant: &Grant,
+        existing: &ExistingGrants,
+        report: &mut WriteReport,
+    ) -> Result<Option<GrantFault>, Fenced> {
+        let name = grant_name(&grant.image);
+        let regarding = Regarding {
+            kind: "PrivateImage",
+            namespace: Some(self.ns.to_string()),
+            name: grant.image.clone(),
+            uid: grant
+                .role
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .next()
+                .map(|o| o.uid.clone()),
+        };
+        let roles: Api<Role> = Api::namespaced(self.client.clone(), self.ns);
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), self.ns);
+        // The Role before the RoleBinding: a binding to a Role that someone else made would
+        // hand out whatever that Role allows.
+        let role = existing.roles.get(&name).map(|r| Role::clone(r));
+        match self
+            .place(
+                &roles,
+                &name,
+                role,
+                &grant.role,
+                &grant.image,
+                role_matches,
+                report,
+                &regarding,
+            )
+            .await?
+        {
+            Placed::Ok => {}
+            Placed::Fault(f) => return Ok(Some(f)),
+        }
+        let binding = existing.bindings.get(&name).map(|b| RoleBinding::clone(b));
+        match self
+            .place(
+                &bindings,
+                &name,
+                binding,
+                &grant.binding,
+                &grant.image,
+                binding_matches,
+                report,
+                &regarding,
+            )
+            .await?
+        {
+            Placed::Ok => Ok(None),
+            Placed::Fault(f) => Ok(Some(f)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn place<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        cached: Option<K>,
+        desired: &K,
+        image: &str,
+        matches: fn(&K, &K) -> bool,
+        report: &mut WriteReport,
+        regarding: &Regarding,
+    ) -> Result<Placed, Fenced>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let kind = K::kind(&()).to_string();
+        // The watches see only labelled grants; a name they do not know may still be taken.
+        let current = match cached {
+            Some(c) => Some(c),
+            None => match self.fence.guard(api.get_opt(name)).await? {
+                Ok(found) => found,
+                Err(e) => {
+                    self.fail(
+                        report,
+                        WriteKind::Grant,
+                        regarding.clone(),
+                        format!("reading {kind} {name}"),
+                        &e,
+                    );
+                    return Ok(Placed::Fault(write_fault(&kind, name, &e)));
+                }
+            },
+        };
+        if let Some(current) = &current {
+            if !is_ours(current.meta(), image) {
+                let fault = GrantFault {
+                    reason: GrantFaultReason::NameTaken,
+                    message: format!(
+                        "{kind} {name} exists and was not made by the operator; it is left as it is, so the accepted recipients can not use the image until it is renamed or deleted"
+                    ),
+                };
+                return Ok(Placed::Fault(fault));
+            }
+            if matches(current, desired) {
+                return Ok(Placed::Ok);
+            }
+        }
+        let params = PatchParams::apply(GRANT_MANAGER).force();
+        match self
+            .fence
+            .guard(api.patch(name, &params, &Patch::Apply(desired)))
+            .await?
+        {
+            Ok(_) => {
+                self.metrics.grant_applied();
+                report.stats.grant_applies += 1;
+                Ok(Placed::Ok)
+            }
+            Err(e) => {
+                self.fail(
+                    report,
+                    WriteKind::Grant,
+                    regarding.clone(),
+                    format!("applying {kind} {name}"),
+                    &e,
+                );
+                Ok(Placed::Fault(write_fault(&kind, name, &e)))
+            }
+        }
+    }
+
+    /// Deletes the operator's grants that are no longer desired: RoleBindings first, so access
+    /// ends before anything else happens. Only objects the operator made are deleted.
+    async fn prune(
+        &self,
+        outcome: &TenantOutcome,
+        existing: &ExistingGrants,
+        report: &mut WriteReport,
+    ) -> Result<(), Fenced> {
+        let wanted: BTreeSet<String> = outcome.grants.iter().map(|g| grant_name(&g.image)).collect();
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), self.ns);
+        for (name, binding) in &existing.bindings {
+            if !wanted.contains(name) && made_by_operator(&binding.metadata) {
+                self.delete(&bindings, name, report).await?;
+            }
+        }
+        let roles: Api<Role> = Api::namespaced(self.client.clone(), self.ns);
+        for (name, role) in &existing.roles {
+            if !wanted.contains(name) && made_by_operator(&role.metadata) {
+                self.delete(&roles, name, report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete<K>(&self, api: &Api<K>, name: &str, report: &mut WriteReport) -> Result<(), Fenced>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match self.fence.guard(api.delete(name, &DeleteParams::background())).await? {
+            Ok(_) => {
+                self.metrics.grant_deleted();
+                report.stats.grant_deletes += 1;
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                let regarding = Regarding {
+                    kind: static_kind::<K>(),
+                    namespace: Some(self.ns.to_string()),
+                    name: name.to_string(),
+                    uid: None,
+                };
+                self.fail(
+                    report,
+                    WriteKind::Prune,
+                    regarding,
+                    format!("deleting {} {name}", K::kind(&())),
+                    &e,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Placed {
+    Ok,
+    Fault(GrantFault),
+}
+
+fn write_fault(kind: &str, name: &str, e: &kube::Error) -> GrantFault {
+    GrantFault {
+        reason: GrantFaultReason::WriteFailed,
+        message: format!("writing {kind} {name} failed: {}", describe(e)),
+    }
+}
+
+fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "PrivateImage" => "PrivateImage",
+        "ImageShare" => "ImageShare",
+        "ShareAcceptance" => "ShareAcceptance",
+        "Role" => "Role",
+        "RoleBinding" => "RoleBinding",
+        _ => "Object",
+    }
+}
+
+/// The API server's own words where it gave some.
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
     }
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether the operator made a Role or RoleBinding: its label, an image label, and the grant
+/// name of that image. Anything else, even with the label, is somebody else's.
+pub fn made_by_operator(meta: &ObjectMeta) -> bool {
+    let labels = meta.labels.as_ref();
+    let managed = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY);
+    let image = labels.and_then(|l| l.get(IMAGE_LABEL));
+    managed && image.is_some_and(|image| meta.name.as_deref() == Some(grant_name(image).as_str()))
+}
+
+fn is_ours(meta: &ObjectMeta, image: &str) -> bool {
+    made_by_operator(meta)
+        && meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(IMAGE_LABEL))
+            .map(String::as_str)
+            == Some(image)
 }
 
 /// Whether a stored grant object already carries what we would apply.
@@ -114,88 +448,11 @@ fn binding_matches(existing: &RoleBinding, desired: &RoleBinding) -> bool {
         && metadata_matches(&existing.metadata, &desired.metadata)
 }
 
-fn metadata_matches(
-    existing: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    desired: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
+fn metadata_matches(existing: &ObjectMeta, desired: &ObjectMeta) -> bool {
     let labels_ok = desired
         .labels
         .iter()
         .flatten()
         .all(|(k, v)| existing.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
     labels_ok && existing.owner_references == desired.owner_references
-}
-
-async fn apply_grant(
-    client: &Client,
-    ns: &str,
-    grant: &Grant,
-    existing: &ExistingGrants,
-) -> Result<usize, kube::Error> {
-    let name = grant.role.metadata.name.clone().unwrap_or_default();
-    let params = PatchParams::apply(GRANT_MANAGER).force();
-    let mut writes = 0;
-    if !existing.roles.get(&name).is_some_and(|r| role_matches(r, &grant.role)) {
-        let api: Api<Role> = Api::namespaced(client.clone(), ns);
-        api.patch(&name, &params, &Patch::Apply(&grant.role)).await?;
-        writes += 1;
-    }
-    if !existing
-        .bindings
-        .get(&name)
-        .is_some_and(|b| binding_matches(b, &grant.binding))
-    {
-        let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-        api.patch(&name, &params, &Patch::Apply(&grant.binding)).await?;
-        writes += 1;
-    }
-    Ok(writes)
-}
-
-/// Deletes managed grants that are no longer desired: RoleBindings first, so access ends
-/// before anything else happens.
-async fn prune(
-    client: &Client,
-    ns: &str,
-    outcome: &TenantOutcome,
-    existing: &ExistingGrants,
-) -> Result<usize, kube::Error> {
-    let wanted: std::collections::BTreeSet<String> = outcome
-        .grants
-        .iter()
-        .filter_map(|g| g.role.metadata.name.clone())
-        .collect();
-    let mut deletes = 0;
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-    for (name, binding) in &existing.bindings {
-        if !wanted.contains(name) && is_managed(&binding.metadata) {
-            deletes += delete(&bindings, name).await?;
-        }
-    }
-    let roles: Api<Role> = Api::namespaced(client.clone(), ns);
-    for (name, role) in &existing.roles {
-        if !wanted.contains(name) && is_managed(&role.metadata) {
-            deletes += delete(&roles, name).await?;
-        }
-    }
-    Ok(deletes)
-}
-
-fn is_managed(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(crate::core::grants::MANAGED_BY)
-}
-
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<usize, kube::Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(1),
-        Err(e) if is_not_found(&e) => Ok(0),
-        Err(e) => Err(e),
-    }
 }

@@ -1,5 +1,6 @@
-//! RBAC grants that make accepted images usable (SPEC §3): one Role and one RoleBinding per
-//! image with at least one Accepted pair, in the owner's namespace.
+//! RBAC grants that make accepted images usable: one Role and one RoleBinding per image with
+//! at least one Accepted pair, in the owner's namespace. The Role's rules come from
+//! [`permissions::recipient_permissions`], the list the admission policy is generated from too.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +10,14 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
+pub use crate::core::permissions::CDI_GROUP;
 use crate::{
     api::{API_VERSION, PrivateImage},
     config::SubjectTemplate,
+    core::{
+        Snapshot,
+        permissions::{self, SourceKind},
+    },
 };
 
 /// Label every managed grant carries; grants are pruned by it.
@@ -19,8 +25,6 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "ims-operator";
 /// Label naming the image a grant is for.
 pub const IMAGE_LABEL: &str = "ims.imageshare.io/image";
-/// API group of KubeVirt CDI, whose `datavolumes/source` permission allows cross-namespace clones.
-pub const CDI_GROUP: &str = "cdi.kubevirt.io";
 
 /// The Role and RoleBinding for one image.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,8 +39,47 @@ pub fn grant_name(image: &str) -> String {
     format!("ims-image-{image}")
 }
 
+/// Builds the grant of one image for its accepted recipients (sorted namespace names), with
+/// the disk claims the snapshot knows for a `server` source.
+pub fn build_grant(snap: &Snapshot, image: &PrivateImage, accepted: &[&str]) -> Grant {
+    let claims = match &image.spec.source.server {
+        Some(server) => snap.machine_claims(&image.namespace().unwrap_or_default(), &server.name),
+        None => &[],
+    };
+    build_grant_with(image, claims, accepted, &snap.subjects)
+}
+
+/// The Role rules of an image's grant: every permission of its source kind, by resourceName.
+/// `claims` are the disk claims of a `server` source's VirtualMachine (sorted, deduplicated).
+pub fn grant_rules(image: &PrivateImage, claims: &[String]) -> Vec<PolicyRule> {
+    // An image whose source breaks the schema's one-of rule is never Ready, so never granted;
+    // should it be, it gets no more than a file source's image.
+    let kind = SourceKind::of(&image.spec.source).unwrap_or(SourceKind::File);
+    let name = image.name_any();
+    let object = SourceKind::object_name(&image.spec.source);
+    permissions::recipient_permissions(kind)
+        .iter()
+        .filter_map(|p| {
+            let names = permissions::target_names(p, &name, object, claims);
+            // No names would mean every object of the namespace.
+            (!names.is_empty()).then(|| PolicyRule {
+                api_groups: Some(vec![p.group.into()]),
+                resources: Some(vec![p.resource.into()]),
+                resource_names: Some(names),
+                verbs: vec![p.verb.into()],
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 /// Builds the grant of one image for its accepted recipients (sorted namespace names).
-pub fn build_grant(image: &PrivateImage, accepted: &[&str], templates: &[SubjectTemplate]) -> Grant {
+pub fn build_grant_with(
+    image: &PrivateImage,
+    claims: &[String],
+    accepted: &[&str],
+    templates: &[SubjectTemplate],
+) -> Grant {
     let name = grant_name(&image.name_any());
     let namespace = image.namespace();
     let labels = BTreeMap::from([
@@ -59,30 +102,7 @@ pub fn build_grant(image: &PrivateImage, accepted: &[&str], templates: &[Subject
         owner_references,
         ..Default::default()
     };
-    let mut rules = vec![PolicyRule {
-        api_groups: Some(vec![crate::api::GROUP.into()]),
-        resources: Some(vec!["privateimages".into()]),
-        resource_names: Some(vec![image.name_any()]),
-        verbs: vec!["get".into()],
-        ..Default::default()
-    }];
-    if let Some(volume) = &image.spec.source.volume {
-        let pvc = volume.persistent_volume_claim.clone();
-        rules.push(PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["persistentvolumeclaims".into()]),
-            resource_names: Some(vec![pvc.clone()]),
-            verbs: vec!["get".into()],
-            ..Default::default()
-        });
-        rules.push(PolicyRule {
-            api_groups: Some(vec![CDI_GROUP.into()]),
-            resources: Some(vec!["datavolumes/source".into()]),
-            resource_names: Some(vec![pvc]),
-            verbs: vec!["create".into()],
-            ..Default::default()
-        });
-    }
+    let rules = grant_rules(image, claims);
     let mut subjects = Vec::new();
     for recipient in accepted {
         subjects.push(Subject {
@@ -123,5 +143,163 @@ pub fn build_grant(image: &PrivateImage, accepted: &[&str], templates: &[Subject
             },
             subjects: Some(subjects),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{ImageSource, PrivateImageSpec, ServerSource, VolumeSource},
+        config::Config,
+        core::{MachineInfo, World},
+    };
+
+    fn image(source: ImageSource) -> PrivateImage {
+        let mut image = PrivateImage::new(
+            "golden",
+            PrivateImageSpec {
+                display_name: None,
+                description: None,
+                image_type: Default::default(),
+                os_type: None,
+                os_version: None,
+                architecture: Default::default(),
+                disk_size_gib: 40,
+                min_memory_mib: None,
+                source,
+                published: false,
+            },
+        );
+        image.metadata.namespace = Some("tenant-a".into());
+        image
+    }
+
+    fn server(vm: &str) -> PrivateImage {
+        image(ImageSource {
+            server: Some(ServerSource { name: vm.into() }),
+            ..Default::default()
+        })
+    }
+
+    /// (group, resource, verb, names) of each rule.
+    fn rules(grant: &Grant) -> Vec<(String, String, String, Vec<String>)> {
+        grant
+            .role
+            .rules
+            .iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r.api_groups.clone().unwrap_or_default().join(","),
+                    r.resources.clone().unwrap_or_default().join(","),
+                    r.verbs.join(","),
+                    r.resource_names.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn rule(group: &str, resource: &str, verb: &str, names: &[&str]) -> (String, String, String, Vec<String>) {
+        (
+            group.into(),
+            resource.into(),
+            verb.into(),
+            names.iter().map(|n| n.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_server_grant_reads_and_clones_every_disk_claim_of_the_machine() {
+        let mut snap = Snapshot::new(Config::default(), World::Cluster { kubevirt: true }, Default::default()).unwrap();
+        let vm = serde_json::json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "builder", "namespace": "tenant-a"},
+            "spec": {"runStrategy": "Halted", "template": {"spec": {"volumes": [
+                {"name": "root", "dataVolume": {"name": "builder-root"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "builder-data"}},
+                {"name": "again", "persistentVolumeClaim": {"claimName": "builder-root"}},
+                {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config"}},
+                {"name": "scratch", "containerDisk": {"image": "quay.io/x/y"}}
+            ]}}}
+        });
+        snap.set_machine("tenant-a", "builder", Some(MachineInfo::of_virtual_machine(&vm)));
+        assert_eq!(
+            snap.machine_claims("tenant-a", "builder"),
+            ["builder-data", "builder-root"]
+        );
+        let grant = build_grant(&snap, &server("builder"), &["tenant-b"]);
+        assert_eq!(
+            rules(&grant),
+            [
+                rule(crate::api::GROUP, "privateimages", "get", &["golden"]),
+                rule("kubevirt.io", "virtualmachines", "get", &["builder"]),
+                rule("", "persistentvolumeclaims", "get", &["builder-data", "builder-root"]),
+                rule(
+                    CDI_GROUP,
+                    "datavolumes/source",
+                    "create",
+                    &["builder-data", "builder-root"]
+                ),
+            ]
+        );
+        // The machine's disks changed: so does the grant.
+        snap.set_machine(
+            "tenant-a",
+            "builder",
+            Some(MachineInfo {
+                state: crate::core::MachineState::Stopped,
+                claims: vec!["builder-v2".into()],
+            }),
+        );
+        let grant = build_grant(&snap, &server("builder"), &["tenant-b"]);
+        assert_eq!(
+            rules(&grant)[3],
+            rule(CDI_GROUP, "datavolumes/source", "create", &["builder-v2"])
+        );
+    }
+
+    #[test]
+    fn a_machine_without_known_disks_grants_no_rule_without_names() {
+        // Offline, a VirtualMachine referenced but not given is stopped with no known disks.
+        let snap = Snapshot::new(Config::default(), World::Offline, Default::default()).unwrap();
+        let grant = build_grant(&snap, &server("not-given"), &["tenant-b"]);
+        assert_eq!(
+            rules(&grant),
+            [
+                rule(crate::api::GROUP, "privateimages", "get", &["golden"]),
+                rule("kubevirt.io", "virtualmachines", "get", &["not-given"]),
+            ]
+        );
+        assert!(
+            grant
+                .role
+                .rules
+                .iter()
+                .flatten()
+                .all(|r| r.resource_names.as_ref().is_some_and(|n| !n.is_empty())),
+            "an empty resourceNames would cover every object of the namespace"
+        );
+    }
+
+    #[test]
+    fn a_volume_grant_reads_and_clones_the_pvc() {
+        let snap = Snapshot::new(Config::default(), World::Offline, Default::default()).unwrap();
+        let volume = image(ImageSource {
+            volume: Some(VolumeSource {
+                persistent_volume_claim: "disk".into(),
+            }),
+            ..Default::default()
+        });
+        let grant = build_grant(&snap, &volume, &["tenant-b"]);
+        assert_eq!(
+            rules(&grant),
+            [
+                rule(crate::api::GROUP, "privateimages", "get", &["golden"]),
+                rule("", "persistentvolumeclaims", "get", &["disk"]),
+                rule(CDI_GROUP, "datavolumes/source", "create", &["disk"]),
+            ]
+        );
     }
 }

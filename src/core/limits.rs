@@ -68,9 +68,11 @@ pub fn tenant_limits(snap: &Snapshot, namespace: &str) -> TenantLimits {
     limits
 }
 
-/// The region of an existing namespace: its label, or the operator's region.
+/// The region of an existing namespace: its label, or the operator's region. A namespace
+/// being deleted has none: it is leaving, and nothing is offered to it or by it.
 pub fn region_of<'a>(snap: &'a Snapshot, namespace: &str) -> Option<&'a str> {
     match snap.namespaces.get(namespace) {
+        Some(info) if info.leaving => None,
         Some(info) => Some(
             info.labels
                 .get(REGION_LABEL)

@@ -7,12 +7,15 @@ pub mod events;
 pub mod grants;
 pub mod limits;
 pub mod owner;
+pub mod permissions;
 pub mod snapshot;
 pub mod tenant;
 
 pub use events::{EventSpec, EventType, Regarding};
 pub use grants::Grant;
-pub use snapshot::{MachineState, NamespaceInfo, Snapshot, VolumeState, World};
+pub use snapshot::{
+    GrantFault, GrantFaultReason, MachineInfo, MachineState, NamespaceInfo, Snapshot, VolumeState, World,
+};
 pub use tenant::{Evaluator, StatusUpdate, TenantOutcome};
 
 /// Evaluates every tenant of the snapshot, in name order.

@@ -79,6 +79,9 @@ pub struct Winner {
 pub struct PairState {
     pub state: ShareState,
     pub winner: Option<Winner>,
+    /// The winner would accept, but the recipient holds a ShareAcceptance the operator can not
+    /// read (it might refuse): the pair keeps its recorded state instead of becoming Accepted.
+    pub withheld: bool,
 }
 
 /// Everything decided for one owner tenant.
@@ -94,6 +97,8 @@ pub struct OwnerEval {
     pub by_recipient: BTreeMap<String, BTreeMap<String, PairState>>,
     /// Images admitted under the shared-images limit.
     pub shared_images: BTreeSet<String>,
+    /// The state each pair has in the current ImageShare statuses, the operator's record.
+    pub recorded: BTreeMap<(String, String), ShareState>,
     /// The time this evaluation judged expiry against, and the expiry times it depends on.
     evaluated_at: Timestamp,
     expiries: Vec<Timestamp>,
@@ -204,6 +209,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         offered: BTreeMap::new(),
         by_recipient: BTreeMap::new(),
         shared_images: BTreeSet::new(),
+        recorded: BTreeMap::new(),
         evaluated_at: snap.now,
         expiries: snap
             .shares_in(owner)
@@ -219,7 +225,22 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
 fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> BTreeMap<String, ImageVerdict> {
     let mut entries: Vec<&Entry<PrivateImage>> = snap.images_in(owner).collect();
     entries.sort_by(|a, b| a.age.cmp(&b.age));
-    let mut used = entries.iter().filter(|e| image_admitted(&e.object)).count();
+    // An image the operator can not read never frees its slot: it counts unless its status
+    // says it was refused.
+    let unreadable_holding = snap
+        .unreadable
+        .images
+        .get(owner)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(|status| {
+            status
+                .as_ref()
+                .and_then(|s| api::ready_condition(&s.conditions))
+                .is_none_or(|c| c.reason != image_reason::QUOTA_EXCEEDED)
+        })
+        .count();
+    let mut used = unreadable_holding + entries.iter().filter(|e| image_admitted(&e.object)).count();
     let mut verdicts = BTreeMap::new();
     for entry in entries {
         let image = &entry.object;
@@ -330,16 +351,55 @@ pub fn valid_file_url(url: &str) -> bool {
 }
 
 /// Admits candidate pairs under the shared-images and recipients-per-image limits: what the
-/// current statuses list stays admitted; new items follow oldest first (SPEC §3.1).
+/// current statuses list stays admitted; new items follow oldest first (see the limits in
+/// `docs/rules.md`). Pairs recorded by objects the operator can not read keep their slots
+/// without being offered.
 fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
+    if snap.is_leaving(&eval.owner) {
+        return;
+    }
     let mut shares: Vec<&Entry<ImageShare>> = snap.shares_in(&eval.owner).collect();
     shares.sort_by(|a, b| a.age.cmp(&b.age));
 
+    // The recorded states are needed only to hold pairs of recipients with an unreadable
+    // acceptance; most worlds have none, so they are not copied then.
+    let record_states = !snap.unreadable().acceptances.is_empty();
     let mut admitted: BTreeSet<(&str, &str)> = BTreeSet::new();
     for share in &shares {
         for img in share.object.status.iter().flat_map(|s| &s.images) {
-            for r in img.recipients() {
-                admitted.insert((img.name.as_str(), r.as_str()));
+            for (state, list) in img.lists() {
+                for r in list {
+                    admitted.insert((img.name.as_str(), r.as_str()));
+                    if record_states {
+                        eval.recorded.insert((img.name.clone(), r.clone()), state);
+                    }
+                }
+            }
+        }
+    }
+
+    // Slots held by what can not be read: every pair an unreadable share recorded, and the
+    // recorded pairs of unreadable images. Without a readable record of an unreadable share,
+    // what it holds is unknown, and nothing new is admitted.
+    let unreadable = snap.unreadable();
+    let mut held: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut frozen = false;
+    for status in unreadable.shares.get(&eval.owner).into_iter().flat_map(|m| m.values()) {
+        match status {
+            Some(status) => {
+                for img in &status.images {
+                    held.entry(&img.name)
+                        .or_default()
+                        .extend(img.recipients().map(String::as_str));
+                }
+            }
+            None => frozen = true,
+        }
+    }
+    if let Some(images) = unreadable.images.get(&eval.owner) {
+        for (image, recipient) in &admitted {
+            if images.contains_key(*image) {
+                held.entry(image).or_default().insert(recipient);
             }
         }
     }
@@ -370,30 +430,32 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     }
 
     let limits = &eval.limits;
-    let sticky_images: BTreeSet<&str> = image_order
+    let mut counted_images: BTreeSet<&str> = image_order
         .iter()
         .copied()
         .filter(|img| recipients[img].iter().any(|r| admitted.contains(&(*img, *r))))
         .collect();
-    let mut used_images = sticky_images.len();
+    counted_images.extend(held.keys().copied());
+    let mut used_images = counted_images.len();
     for image in image_order {
-        let sticky = sticky_images.contains(image);
-        if !sticky {
+        if !counted_images.contains(image) {
             // An image that could get no recipient would not be a shared image.
-            if !has_room(limits.shared_images, used_images) || !has_room(limits.recipients_per_image, 0) {
+            if frozen || !has_room(limits.shared_images, used_images) || !has_room(limits.recipients_per_image, 0) {
                 continue;
             }
             used_images += 1;
         }
         eval.shared_images.insert(image.to_string());
         let candidates = &recipients[image];
-        let mut chosen: Vec<&str> = candidates
-            .iter()
-            .copied()
-            .filter(|r| admitted.contains(&(image, *r)))
-            .collect();
+        let mut using: BTreeSet<&str> = held.get(image).cloned().unwrap_or_default();
+        let mut chosen: Vec<&str> = Vec::new();
+        for r in candidates.iter().copied().filter(|r| admitted.contains(&(image, *r))) {
+            using.insert(r);
+            chosen.push(r);
+        }
         for r in candidates {
-            if !admitted.contains(&(image, *r)) && has_room(limits.recipients_per_image, chosen.len()) {
+            if !admitted.contains(&(image, *r)) && !frozen && has_room(limits.recipients_per_image, using.len()) {
+                using.insert(r);
                 chosen.push(r);
             }
         }
@@ -401,6 +463,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             let pending = PairState {
                 state: ShareState::Pending,
                 winner: None,
+                withheld: false,
             };
             eval.by_recipient
                 .entry(r.to_string())
@@ -443,13 +506,22 @@ pub fn winner<'a>(acceptances: &[&'a Entry<ShareAcceptance>], image: &str) -> Op
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
     for (recipient, images) in &mut eval.by_recipient {
         let acceptances: Vec<&Entry<ShareAcceptance>> = snap.acceptances_for(recipient, &eval.owner).collect();
-        if acceptances.is_empty() {
+        let blind = snap.has_unreadable_acceptance(recipient);
+        if acceptances.is_empty() && !blind {
             continue;
         }
         for (image, pair) in images.iter_mut() {
             if let Some(w) = winner(&acceptances, image) {
                 pair.state = w.decision.state();
                 pair.winner = Some(w);
+            }
+            if blind && pair.state == ShareState::Accepted {
+                // Fail closed: an unreadable acceptance of this namespace may refuse the pair.
+                let recorded = eval.recorded.get(&(image.clone(), recipient.clone())).copied();
+                if recorded != Some(ShareState::Accepted) {
+                    pair.state = recorded.unwrap_or(ShareState::Pending);
+                    pair.withheld = true;
+                }
             }
         }
     }

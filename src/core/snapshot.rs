@@ -75,6 +75,9 @@ pub struct NamespaceInfo {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub uid: Option<String>,
+    /// Being deleted (`deletionTimestamp` set): the tenant is leaving. Its pairs stop being
+    /// offered, as owner and as recipient, and nothing more is written into it.
+    pub leaving: bool,
 }
 
 impl NamespaceInfo {
@@ -83,8 +86,51 @@ impl NamespaceInfo {
             labels: ns.labels().clone(),
             annotations: ns.annotations().clone(),
             uid: ns.metadata.uid.clone(),
+            leaving: ns.metadata.deletion_timestamp.is_some(),
         }
     }
+}
+
+/// Why the grant of an image is not in place although a recipient accepted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GrantFaultReason {
+    /// A Role or RoleBinding with the grant's name exists and was not made by the operator; it
+    /// is never overwritten.
+    NameTaken,
+    /// The API server refused the write (an admission policy, a quota, a conflict, …).
+    WriteFailed,
+}
+
+impl GrantFaultReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantFaultReason::NameTaken => "GrantNameTaken",
+            GrantFaultReason::WriteFailed => "GrantWriteFailed",
+        }
+    }
+}
+
+/// A grant the controller could not write, as reported on the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantFault {
+    pub reason: GrantFaultReason,
+    pub message: String,
+}
+
+/// Objects the API server holds but the operator could never decode (see `docs/security.md`,
+/// "Unreadable objects fail closed"). An object that was decoded once and then became
+/// unreadable is not here: its last decoded version stays in the snapshot instead.
+///
+/// Each entry keeps the part of the object's status that still decodes, when it does: the
+/// status is the operator's own record of what it admitted.
+#[derive(Clone, Debug, Default)]
+pub struct Unreadable {
+    /// owner namespace -> image name -> salvaged status.
+    pub images: HashMap<String, BTreeMap<String, Option<crate::api::PrivateImageStatus>>>,
+    /// owner namespace -> share name -> salvaged status.
+    pub shares: HashMap<String, BTreeMap<String, Option<crate::api::ImageShareStatus>>>,
+    /// recipient namespace -> names of its unreadable ShareAcceptances.
+    pub acceptances: HashMap<String, BTreeSet<String>>,
 }
 
 /// State of a PersistentVolumeClaim an image refers to.
@@ -122,6 +168,47 @@ impl MachineState {
     }
 }
 
+/// What the engine knows of a KubeVirt VirtualMachine: whether it is stopped, and the claims
+/// its disks use (an accepted recipient of an image made from it gets to read and clone them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineInfo {
+    pub state: MachineState,
+    /// PersistentVolumeClaims and DataVolumes of its disks, sorted and deduplicated (a
+    /// DataVolume creates a PVC of the same name).
+    pub claims: Vec<String>,
+}
+
+impl MachineInfo {
+    pub fn of_virtual_machine(vm: &serde_json::Value) -> Self {
+        let volumes = vm.pointer("/spec/template/spec/volumes").and_then(|v| v.as_array());
+        let claims: BTreeSet<String> = volumes
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                v.pointer("/persistentVolumeClaim/claimName")
+                    .or_else(|| v.pointer("/dataVolume/name"))
+                    .and_then(|n| n.as_str())
+            })
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        MachineInfo {
+            state: MachineState::of_virtual_machine(vm),
+            claims: claims.into_iter().collect(),
+        }
+    }
+}
+
+/// A machine known only by its state has no known disks.
+impl From<MachineState> for MachineInfo {
+    fn from(state: MachineState) -> Self {
+        MachineInfo {
+            state,
+            claims: Vec::new(),
+        }
+    }
+}
+
 /// How referenced objects that are not in the snapshot are judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum World {
@@ -147,7 +234,10 @@ pub struct Snapshot {
     /// recipient namespace -> owner namespace -> names of the recipient's acceptances.
     pub(crate) acceptances_by_owner: HashMap<String, HashMap<String, BTreeSet<String>>>,
     pub(crate) volumes: HashMap<(String, String), VolumeState>,
-    pub(crate) machines: HashMap<(String, String), MachineState>,
+    pub(crate) machines: HashMap<(String, String), MachineInfo>,
+    pub(crate) unreadable: Unreadable,
+    /// Grants the controller could not write, by (owner namespace, image).
+    pub(crate) grant_faults: HashMap<(String, String), GrantFault>,
     next_input_order: u64,
     /// Owner evaluations, kept until a change touches the owner (see `invalidate_owner`).
     pub(crate) owner_cache: OwnerCache,
@@ -197,6 +287,8 @@ impl Clone for Snapshot {
             acceptances_by_owner: self.acceptances_by_owner.clone(),
             volumes: self.volumes.clone(),
             machines: self.machines.clone(),
+            unreadable: self.unreadable.clone(),
+            grant_faults: self.grant_faults.clone(),
             next_input_order: self.next_input_order,
             owner_cache: OwnerCache::default(),
             memos: Default::default(),
@@ -220,6 +312,8 @@ impl Snapshot {
             acceptances_by_owner: HashMap::new(),
             volumes: HashMap::new(),
             machines: HashMap::new(),
+            unreadable: Unreadable::default(),
+            grant_faults: HashMap::new(),
             next_input_order: 0,
             owner_cache: OwnerCache::default(),
             memos: Default::default(),
@@ -345,13 +439,97 @@ impl Snapshot {
         };
     }
 
-    pub fn set_machine(&mut self, namespace: &str, name: &str, state: Option<MachineState>) {
+    pub fn set_machine(&mut self, namespace: &str, name: &str, info: Option<impl Into<MachineInfo>>) {
         self.invalidate_owner(namespace);
         let key = (namespace.to_string(), name.to_string());
-        match state {
-            Some(s) => self.machines.insert(key, s),
+        match info {
+            Some(i) => self.machines.insert(key, i.into()),
             None => self.machines.remove(&key),
         };
+    }
+
+    /// Whether a namespace is being deleted.
+    pub fn is_leaving(&self, name: &str) -> bool {
+        self.namespaces.get(name).is_some_and(|n| n.leaving)
+    }
+
+    /// Records a PrivateImage that does not decode and was never decoded (`None` forgets it).
+    pub fn set_unreadable_image(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        status: Option<Option<crate::api::PrivateImageStatus>>,
+    ) {
+        self.invalidate_owner(namespace);
+        set_unreadable(&mut self.unreadable.images, namespace, name, status);
+    }
+
+    /// Records an ImageShare that does not decode and was never decoded (`None` forgets it).
+    pub fn set_unreadable_share(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        status: Option<Option<crate::api::ImageShareStatus>>,
+    ) {
+        self.invalidate_owner(namespace);
+        set_unreadable(&mut self.unreadable.shares, namespace, name, status);
+    }
+
+    /// Records a ShareAcceptance that does not decode and was never decoded (`false` forgets
+    /// it). Its owner is unknown, so every owner's evaluation may change.
+    pub fn set_unreadable_acceptance(&mut self, namespace: &str, name: &str, unreadable: bool) {
+        let names = self.unreadable.acceptances.entry(namespace.to_string()).or_default();
+        let changed = if unreadable {
+            names.insert(name.to_string())
+        } else {
+            names.remove(name)
+        };
+        if names.is_empty() {
+            self.unreadable.acceptances.remove(namespace);
+        }
+        if changed {
+            self.owner_cache.clear();
+        }
+    }
+
+    /// Records (or, with `None`, clears) why the grant of an image could not be written.
+    pub fn set_grant_fault(&mut self, namespace: &str, image: &str, fault: Option<GrantFault>) {
+        let key = (namespace.to_string(), image.to_string());
+        let changed = match fault {
+            Some(f) => self.grant_faults.insert(key, f.clone()) != Some(f),
+            None => self.grant_faults.remove(&key).is_some(),
+        };
+        if changed {
+            self.invalidate_owner(namespace);
+        }
+    }
+
+    /// Clears the grant faults of a namespace's images that have no grant to write any more.
+    /// Returns whether any was cleared.
+    pub fn clear_grant_faults_except(&mut self, namespace: &str, keep: &BTreeSet<String>) -> bool {
+        let before = self.grant_faults.len();
+        self.grant_faults
+            .retain(|(ns, image), _| ns != namespace || keep.contains(image));
+        let cleared = self.grant_faults.len() != before;
+        if cleared {
+            self.invalidate_owner(namespace);
+        }
+        cleared
+    }
+
+    /// Why the grant of an image could not be written, if it could not.
+    pub fn grant_fault(&self, namespace: &str, image: &str) -> Option<&GrantFault> {
+        self.grant_faults.get(&(namespace.to_string(), image.to_string()))
+    }
+
+    /// Whether a recipient namespace holds a ShareAcceptance that was never decoded.
+    pub fn has_unreadable_acceptance(&self, recipient: &str) -> bool {
+        self.unreadable.acceptances.contains_key(recipient)
+    }
+
+    /// The never-decoded objects.
+    pub fn unreadable(&self) -> &Unreadable {
+        &self.unreadable
     }
 
     /// Whether a namespace exists, and what is known of it.
@@ -404,7 +582,39 @@ impl Snapshot {
     }
 
     pub fn machine(&self, namespace: &str, name: &str) -> Option<MachineState> {
-        self.machines.get(&(namespace.to_string(), name.to_string())).copied()
+        self.machines
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|m| m.state)
+    }
+
+    /// The disk claims of a VirtualMachine; none when it is not known.
+    pub fn machine_claims(&self, namespace: &str, name: &str) -> &[String] {
+        self.machines
+            .get(&(namespace.to_string(), name.to_string()))
+            .map_or(&[], |m| m.claims.as_slice())
+    }
+}
+
+fn set_unreadable<S>(
+    map: &mut HashMap<String, BTreeMap<String, Option<S>>>,
+    namespace: &str,
+    name: &str,
+    status: Option<Option<S>>,
+) {
+    match status {
+        Some(status) => {
+            map.entry(namespace.to_string())
+                .or_default()
+                .insert(name.to_string(), status);
+        }
+        None => {
+            if let Some(m) = map.get_mut(namespace) {
+                m.remove(name);
+                if m.is_empty() {
+                    map.remove(namespace);
+                }
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::api::{
 };
 
 use super::{
-    conditions::{name_list, ready_conditions},
+    conditions::{condition, name_list, ready_conditions},
     events::{EventSpec, EventType, Regarding, acceptance_events, image_events, share_events},
     grants::{Grant, build_grant},
     limits::describe,
@@ -38,6 +38,9 @@ pub mod acceptance_reason {
     pub const THIS_ACCEPTANCE: &str = "ThisAcceptance";
     pub const NAMED_ACCEPTANCE: &str = "NamedAcceptance";
     pub const OTHER_ACCEPTANCE: &str = "OtherAcceptance";
+    /// Would be Accepted, but this namespace holds a ShareAcceptance the operator can not
+    /// read, which might refuse it: the pair keeps its state until that one is fixed.
+    pub const UNREADABLE_ACCEPTANCE: &str = "UnreadableAcceptance";
 }
 
 /// Memoized evaluations of one kind. An entry is reused while the object and its owner's
@@ -110,6 +113,10 @@ impl<K: kube::Resource, S> Memo<K, S> {
 
 /// Reason of an ImageShare whose every pair is offered.
 pub const ALL_OFFERED: &str = "AllOffered";
+/// Condition of a PrivateImage with accepted recipients: whether its grant is in place.
+pub const ACCESS_GRANTED: &str = "AccessGranted";
+/// Reason of a True AccessGranted condition.
+pub const GRANTED: &str = "Granted";
 
 /// A desired status and whether it differs from the current one.
 #[derive(Clone, Debug, PartialEq)]
@@ -258,16 +265,42 @@ fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage>) -
         }
     }
     let generation = image.metadata.generation;
-    let status = PrivateImageStatus {
-        observed_generation: generation,
-        conditions: ready_conditions(
-            previous.map(|s| s.conditions.as_slice()),
-            verdict.ready,
-            verdict.reason,
-            verdict.message.clone(),
+    let previous_conditions = previous.map(|s| s.conditions.as_slice());
+    let mut conditions = ready_conditions(
+        previous_conditions,
+        verdict.ready,
+        verdict.reason,
+        verdict.message.clone(),
+        generation,
+        snap.now,
+    );
+    if recipients.accepted > 0 {
+        // Whether the accepted recipients can use it: the grant may be blocked.
+        let (granted, reason, message) = match snap.grant_fault(&own.owner, &name) {
+            Some(fault) => (false, fault.reason.as_str(), fault.message.clone()),
+            None => (
+                true,
+                GRANTED,
+                format!(
+                    "Role and RoleBinding {} let the {} accepted recipient(s) use the image",
+                    super::grants::grant_name(&name),
+                    recipients.accepted
+                ),
+            ),
+        };
+        conditions.push(condition(
+            previous_conditions.unwrap_or_default(),
+            ACCESS_GRANTED,
+            granted,
+            reason,
+            message,
             generation,
             snap.now,
-        ),
+        ));
+    }
+    let status = PrivateImageStatus {
+        observed_generation: generation,
+        conditions,
         recipients,
     };
     let changed = previous != Some(&status);
@@ -404,7 +437,7 @@ fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
             continue;
         }
         if let Some(entry) = snap.image(&own.owner, image) {
-            out.push(build_grant(&entry.object, &accepted, &snap.subjects));
+            out.push(build_grant(snap, &entry.object, &accepted));
         }
     }
     out
@@ -433,6 +466,7 @@ fn acceptance_status(
         let named = spec.images.iter().any(|i| i == image);
         let covers = named || spec.images.is_empty();
         let reason = match &pair.winner {
+            _ if pair.withheld => UNREADABLE_ACCEPTANCE,
             None => NO_DECISION,
             Some(_) if !covers => OTHER_ACCEPTANCE,
             Some(w) if w.named && !named => NAMED_ACCEPTANCE,
@@ -570,11 +604,32 @@ fn acceptance_status(
     StatusUpdate { name, status, changed }
 }
 
-/// Why an image the recipient was offered is no longer offered; empty when it still is. Only
-/// called for images the recipient's status listed, so it reveals nothing new.
+/// The withdrawal cause when the owner's record does not say more: it depends on nothing about
+/// the image, not even whether it exists.
+const STOPPED_SHARING: &str = "the owner stopped sharing it with this namespace";
+
+/// Why an image the recipient's status listed is no longer offered; empty when it still is.
+///
+/// The recipient's status may be forged, so it names images the recipient was never offered
+/// too. The cause is only explained for pairs the owner's own record (its ImageShare
+/// statuses, in a namespace the recipient can not write) says were offered; any other name
+/// gets one answer that does not depend on whether such an image exists.
 fn withdrawal_cause(snap: &Snapshot, owner: &OwnerEval, image: &str, recipient: &str) -> String {
     if owner.pair(image, recipient).is_some() {
         return String::new();
+    }
+    let recorded = snap.shares_in(&owner.owner).any(|s| {
+        s.object
+            .status
+            .iter()
+            .flat_map(|st| &st.images)
+            .any(|i| i.name == image && i.recipients().any(|r| r == recipient))
+    });
+    if !recorded {
+        return STOPPED_SHARING.into();
+    }
+    if snap.is_leaving(&owner.owner) {
+        return "the owner's namespace is being deleted".into();
     }
     let Some(entry) = snap.image(&owner.owner, image) else {
         return "the owner deleted the image".into();
@@ -586,7 +641,7 @@ fn withdrawal_cause(snap: &Snapshot, owner: &OwnerEval, image: &str, recipient: 
         })
         .collect();
     if listing.is_empty() {
-        return "the owner stopped sharing it with this namespace".into();
+        return STOPPED_SHARING.into();
     }
     if listing.iter().all(|s| is_expired(snap, &s.object)) {
         return "the share expired".into();

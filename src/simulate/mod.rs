@@ -18,7 +18,7 @@ use crate::{
     api::{self, ImageShare, PrivateImage, ShareAcceptance, validation},
     cli::{OutputFormat, SimulateArgs},
     config::Config,
-    core::{self, MachineState, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
+    core::{self, MachineInfo, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
 };
 
 /// Exit status when input documents had to be skipped.
@@ -262,7 +262,7 @@ impl Loaded {
             }
             (v, "VirtualMachine") if v.starts_with("kubevirt.io/") => {
                 self.snapshot
-                    .set_machine(&namespace, &name, Some(MachineState::of_virtual_machine(&value)));
+                    .set_machine(&namespace, &name, Some(MachineInfo::of_virtual_machine(&value)));
                 return Ok(());
             }
             _ => {

@@ -177,8 +177,17 @@ impl Scenario {
                 labels: map(labels),
                 annotations: map(annotations),
                 uid: Some(format!("uid-ns-{name}")),
+                leaving: false,
             },
         );
+        self
+    }
+
+    /// Marks a namespace as being deleted.
+    pub fn leaving(&mut self, name: &str) -> &mut Self {
+        let mut info = self.snap.namespace(name).map(|c| c.into_owned()).unwrap_or_default();
+        info.leaving = true;
+        self.snap.upsert_namespace(name, info);
         self
     }
 

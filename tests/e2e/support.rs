@@ -111,6 +111,8 @@ impl Env {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             log_format: LogFormat::Text,
             kubevirt: false,
+            concurrency: 4,
+            debounce_ms: 200,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let client = self.client.clone();
