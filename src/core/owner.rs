@@ -351,8 +351,8 @@ pub fn valid_file_url(url: &str) -> bool {
 }
 
 /// Admits candidate pairs under the shared-images and recipients-per-image limits: what the
-/// current statuses list stays admitted; new items follow oldest first (see the limits in
-/// `docs/rules.md`). Pairs recorded by objects the operator can not read keep their slots
+/// current statuses list stays admitted; new items follow oldest first (README, "Limits and
+/// regions"). Pairs recorded by objects the operator can not read keep their slots
 /// without being offered.
 fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     if snap.is_leaving(&eval.owner) {
