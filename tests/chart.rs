@@ -15,13 +15,16 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use ims_operator::{
-    api::{FileFormat, FileSource, ImageSource, PrivateImage, PrivateImageSpec, VolumeSource},
+    api::{FileFormat, FileSource, ImageSource, PrivateImage, PrivateImageSpec, ServerSource, VolumeSource},
     config::Config,
-    core::grants::build_grant,
+    core::{
+        grants::{build_grant_with, grant_rules},
+        permissions::{self, AdmissionCheck, SourceKind, Target},
+    },
 };
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -342,6 +345,17 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The document of a kind and name (names of release `t`: `t-ims-operator…`).
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    of_kind(docs, kind)
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// The operator's own ClusterRole (the others are the tenant roles).
+const OPERATOR: &str = "t-ims-operator";
+
 #[test]
 fn helm_lint_strict_passes() {
     if !need_helm("helm_lint_strict_passes") {
@@ -563,7 +577,8 @@ fn deployment_is_hardened_probed_and_configured() {
         let sa = pod.service_account_name.clone().expect("serviceAccountName");
         assert_eq!(one(docs, "ServiceAccount")["metadata"]["name"], sa.as_str());
         let binding = one(docs, "ClusterRoleBinding");
-        assert_eq!(binding["roleRef"]["name"], one(docs, "ClusterRole")["metadata"]["name"]);
+        assert_eq!(binding["roleRef"]["name"], OPERATOR);
+        named(docs, "ClusterRole", OPERATOR);
         assert!(
             binding["subjects"]
                 .as_array()
@@ -635,7 +650,7 @@ fn leader_election_and_kubevirt_switch_args_and_rbac() {
 }
 
 fn cluster_role(docs: &[Value]) -> Vec<PolicyRule> {
-    let role: ClusterRole = serde_json::from_value(one(docs, "ClusterRole").clone()).unwrap();
+    let role: ClusterRole = serde_json::from_value(named(docs, "ClusterRole", OPERATOR).clone()).unwrap();
     role.rules.unwrap_or_default()
 }
 
@@ -695,32 +710,60 @@ fn grant_image(source: ImageSource) -> PrivateImage {
     image
 }
 
+/// An image of each source kind, as the tests use them: a volume source names the PVC
+/// `ubuntu-vm-disk`, a server source the VirtualMachine `ubuntu-builder`.
+fn image_of_kind(kind: SourceKind) -> PrivateImage {
+    grant_image(match kind {
+        SourceKind::File => ImageSource {
+            file: Some(FileSource {
+                url: "s3://bucket/ubuntu.qcow2".into(),
+                format: FileFormat::Qcow2,
+            }),
+            ..Default::default()
+        },
+        SourceKind::Volume => ImageSource {
+            volume: Some(VolumeSource {
+                persistent_volume_claim: "ubuntu-vm-disk".into(),
+            }),
+            ..Default::default()
+        },
+        SourceKind::Server => ImageSource {
+            server: Some(ServerSource {
+                name: "ubuntu-builder".into(),
+            }),
+            ..Default::default()
+        },
+    })
+}
+
+/// The disk claims of the VirtualMachine `ubuntu-builder` in these tests.
+fn vm_claims() -> Vec<String> {
+    vec!["ubuntu-data".into(), "ubuntu-root".into()]
+}
+
 #[test]
 fn cluster_role_holds_every_permission_the_grants_hand_out() {
     if !need_helm("cluster_role_holds_every_permission_the_grants_hand_out") {
         return;
     }
-    let file_image = grant_image(ImageSource {
-        file: Some(FileSource {
-            url: "s3://bucket/ubuntu.qcow2".into(),
-            format: FileFormat::Qcow2,
-        }),
-        ..Default::default()
-    });
-    let volume_image = grant_image(ImageSource {
-        volume: Some(VolumeSource {
-            persistent_volume_claim: "ubuntu-vm-disk".into(),
-        }),
-        ..Default::default()
-    });
-    let file_grant = build_grant(&file_image, &["tenant-b"], &[]);
-    let volume_grant = build_grant(&volume_image, &["tenant-b", "tenant-c"], &[]);
-    let volume_rules = volume_grant.role.rules.clone().unwrap();
-    assert!(volume_rules.len() > file_grant.role.rules.as_ref().unwrap().len());
+    let claims = vm_claims();
+    let grant = |kind| build_grant_with(&image_of_kind(kind), &claims, &["tenant-b", "tenant-c"], &[]);
+    let file_rules = grant(SourceKind::File).role.rules.unwrap();
+    let volume_rules = grant(SourceKind::Volume).role.rules.unwrap();
+    let server_rules = grant(SourceKind::Server).role.rules.unwrap();
+    assert!(volume_rules.len() > file_rules.len());
+    assert!(server_rules.len() > volume_rules.len());
+    assert!(
+        server_rules.iter().any(
+            |r| r.resources.as_deref() == Some(&["datavolumes/source".to_string()][..])
+                && r.resource_names.as_ref() == Some(&claims)
+        ),
+        "the server grant clones every disk claim: {server_rules:?}"
+    );
 
     // With kubevirt the operator may write the grant of every kind of image.
     let full = cluster_role(rendered_full());
-    for rule in file_grant.role.rules.iter().flatten().chain(&volume_rules) {
+    for rule in file_rules.iter().chain(&volume_rules).chain(&server_rules) {
         covers(&full, rule).unwrap_or_else(|missing| {
             panic!("kubevirt.enabled=true: the ClusterRole lacks {missing}, which the grant Role {rule:?} hands out")
         });
@@ -729,6 +772,7 @@ fn cluster_role_holds_every_permission_the_grants_hand_out() {
     for (verb, group, resource) in [
         ("get", "ims.imageshare.io", "privateimages"),
         ("get", "", "persistentvolumeclaims"),
+        ("get", "kubevirt.io", "virtualmachines"),
         ("create", "cdi.kubevirt.io", "datavolumes/source"),
     ] {
         let probe = PolicyRule {
@@ -740,17 +784,19 @@ fn cluster_role_holds_every_permission_the_grants_hand_out() {
         covers(&full, &probe).unwrap_or_else(|m| panic!("kubevirt.enabled=true: ClusterRole lacks {m}"));
     }
 
-    // Without kubevirt: file-source grants are covered. Volume sources are SourceUnsupported
-    // then (never Ready, never offered, never granted), and the ClusterRole holds no PVC or
-    // CDI permission at all.
+    // Without kubevirt: file-source grants are covered. Volume and server sources are
+    // SourceUnsupported then (never Ready, never offered, never granted), and the ClusterRole
+    // holds no PVC, VirtualMachine or CDI permission at all.
     let default = cluster_role(rendered_default());
-    for rule in file_grant.role.rules.iter().flatten() {
+    for rule in &file_rules {
         covers(&default, rule).unwrap_or_else(|m| panic!("default values: the ClusterRole lacks {m}"));
     }
-    assert!(
-        volume_rules.iter().any(|r| covers(&default, r).is_err()),
-        "without kubevirt the ClusterRole should not hold the PVC/CDI permissions"
-    );
+    for rules in [&volume_rules, &server_rules] {
+        assert!(
+            rules.iter().any(|r| covers(&default, r).is_err()),
+            "without kubevirt the ClusterRole should not hold the PVC/VM/CDI permissions"
+        );
+    }
 
     // Least privilege: no wildcards, no secrets or pods, no escalate/bind/impersonate.
     for (label, rules) in [("default", &default), ("kubevirt", &full)] {
@@ -815,94 +861,148 @@ fn bad_values_make_helm_template_fail() {
         "config.limits.recipientsPerImage=-1,replicas=3,config.region=cn-east_1.a",
     ]);
 }
-
 // =============================================================================================
 // (c) The ValidatingAdmissionPolicies, evaluated offline.
 //
 // kube's VapEvaluator (kube-cel) binds `object`, `oldObject`, `request`, `params` and
 // `namespaceObject`, but neither `authorizer` (it needs an API server) nor `variables`. The
-// delete policy uses neither and is evaluated with VapEvaluator as is. The source-access
-// policy needs both: its matchCondition is evaluated with VapEvaluator, and its variables and
-// validations with the same CEL engine plus a fake `authorizer` that answers from a list of
-// allowed (group, resource, namespace, name, verb) tuples — so the test proves the policy asks
-// the right question and acts on the answer, not how a real authorizer answers it.
+// delete and status policies use neither and are evaluated with VapEvaluator as is. The
+// source-access policy needs both: its matchCondition is evaluated with VapEvaluator, and its
+// variables and validations with the same CEL engine plus a fake `authorizer` that answers
+// from a list of allowed (group, resource/subresource, namespace, name, verb) tuples and
+// records what it was asked — so the tests prove the policy asks the right questions and acts
+// on the answers, not how a real authorizer answers them.
 
 const POLICY_TEMPLATE: &str = "charts/ims-operator/templates/admission-policies.yaml";
+/// Set to rewrite the generated chart file(s) instead of failing on drift.
+const REGENERATE: &str = "IMS_REGENERATE_CHART";
 
-/// The policy documents read from the template text without helm: template comments and every
-/// line holding a template action are dropped (they only fill names and labels).
+#[test]
+fn source_access_checks_file_is_generated_from_the_permission_list() {
+    let path = repo().join(permissions::CHART_CHECKS_FILE);
+    let generated = permissions::source_access_checks_yaml();
+    if std::env::var_os(REGENERATE).is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "{} drifted from src/core/permissions.rs; run `{REGENERATE}=1 cargo test --test chart`",
+        permissions::CHART_CHECKS_FILE
+    );
+    let parsed: Value = serde_yaml::from_str(&generated).expect("the generated checks are YAML");
+    for key in ["matchConditions", "variables", "validations"] {
+        assert!(parsed[key].is_array(), "{key} in {parsed}");
+    }
+}
+
+/// The policy documents read from the template text without helm: template comments are
+/// dropped, `.Files.Get` is inlined, the release's name prefix is filled in, and the lines that
+/// only add labels or guard the file are dropped. Documents with any other template action
+/// (filled from values) can not be read this way and are left out.
 fn policies_from_template_text() -> Vec<Value> {
     let mut text = read(&repo().join(POLICY_TEMPLATE));
     while let Some(start) = text.find("{{- /*") {
         let end = text[start..].find("*/ -}}").expect("unterminated template comment") + start + "*/ -}}".len();
         text.replace_range(start..end, "");
     }
-    let kept: String = text
-        .lines()
-        .filter(|l| !l.contains("{{"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    serde_yaml::Deserializer::from_str(&kept)
-        .map(|de| Value::deserialize(de).expect("the policy template without actions is YAML"))
+    let text = text.replace("{{ $fullname }}", OPERATOR);
+    let mut files: HashMap<String, String> = HashMap::new();
+    let mut kept = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        // `{{- $var := .Files.Get "path" }}`
+        if let Some((var, path)) = trimmed
+            .strip_prefix("{{- $")
+            .and_then(|r| r.split_once(" := .Files.Get \""))
+        {
+            let path = path.split('"').next().unwrap();
+            files.insert(var.to_string(), read(&chart_dir().join(path)));
+            continue;
+        }
+        // `{{- $var | nindent N }}`
+        if let Some((var, n)) = trimmed
+            .strip_prefix("{{- $")
+            .and_then(|r| r.strip_suffix(" }}"))
+            .and_then(|r| r.split_once(" | nindent "))
+        {
+            let content = &files[var];
+            let n: usize = n.parse().unwrap();
+            for l in content.lines() {
+                kept.push_str(&format!("{}{l}\n", " ".repeat(n)));
+            }
+            continue;
+        }
+        let only_guard = [
+            "{{- if",
+            "{{- end",
+            "{{- fail",
+            "{{- $fullname :=",
+            "{{- include \"ims-operator.labels\"",
+        ]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
+        if only_guard {
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    kept.split("\n---\n")
+        .filter(|doc| !doc.contains("{{"))
+        .map(|doc| serde_yaml::from_str::<Value>(doc).expect("the policy template without actions is YAML"))
         .filter(|v| !v.is_null())
         .collect()
 }
 
-/// The policies (kind ValidatingAdmissionPolicy) by the suffix of their name.
+/// The policies (kind ValidatingAdmissionPolicy) by the suffix of their name, rendered by helm
+/// when it is there (and then checked against the text reading), else read from the text.
 fn policies() -> BTreeMap<String, Value> {
     let from_text: BTreeMap<String, Value> = policies_from_template_text()
         .into_iter()
         .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
-        .map(|d| {
-            let key = policy_key(&d);
-            (key, d)
-        })
+        .map(|d| (policy_key(&d), d))
         .collect();
-    if helm_available() {
-        let rendered: BTreeMap<String, Value> = of_kind(rendered_default(), "ValidatingAdmissionPolicy")
-            .into_iter()
-            .map(|d| (policy_key(d), d.clone()))
-            .collect();
-        assert_eq!(
-            rendered.keys().collect::<Vec<_>>(),
-            from_text.keys().collect::<Vec<_>>(),
-            "policies rendered by helm vs read from the template"
-        );
-        for (key, doc) in &rendered {
-            assert_eq!(
-                doc["spec"], from_text[key]["spec"],
-                "{key}: the template text reading is off"
-            );
-        }
-        let bindings = of_kind(rendered_default(), "ValidatingAdmissionPolicyBinding");
-        assert_eq!(bindings.len(), rendered.len());
-        for doc in rendered.values() {
-            let name = &doc["metadata"]["name"];
-            assert!(
-                bindings
-                    .iter()
-                    .any(|b| &b["spec"]["policyName"] == name && b["spec"]["validationActions"] == json!(["Deny"])),
-                "no Deny binding for policy {name}"
-            );
-        }
-        let off = template(&["--set", "admissionPolicies.enabled=false"]);
-        assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
-        assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
-        rendered
-    } else {
-        from_text
+    assert!(
+        from_text.contains_key("deny-delete-published-image") && from_text.contains_key("require-source-access"),
+        "the text reading lost a policy: {:?}",
+        from_text.keys().collect::<Vec<_>>()
+    );
+    if !helm_available() {
+        return from_text;
     }
+    let rendered: BTreeMap<String, Value> = of_kind(rendered_default(), "ValidatingAdmissionPolicy")
+        .into_iter()
+        .map(|d| (policy_key(d), d.clone()))
+        .collect();
+    for (key, doc) in &from_text {
+        let other = rendered
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} read from the template but not rendered by helm"));
+        assert_eq!(doc["spec"], other["spec"], "{key}: the template text reading is off");
+    }
+    let bindings = of_kind(rendered_default(), "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), rendered.len());
+    for doc in rendered.values() {
+        let name = &doc["metadata"]["name"];
+        assert!(
+            bindings
+                .iter()
+                .any(|b| &b["spec"]["policyName"] == name && b["spec"]["validationActions"] == json!(["Deny"])),
+            "no Deny binding for policy {name}"
+        );
+    }
+    let off = template(&["--set", "admissionPolicies.enabled=false"]);
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
+    rendered
 }
 
 fn policy_key(doc: &Value) -> String {
-    // Rendered: "t-ims-operator-deny-delete-published-image"; from the text: no name at all, so
-    // identify them by what they match.
-    let ops = &doc["spec"]["matchConstraints"]["resourceRules"][0]["operations"];
-    if ops == &json!(["DELETE"]) {
-        "deny-delete-published-image".into()
-    } else {
-        "require-source-access".into()
-    }
+    let name = doc["metadata"]["name"].as_str().expect("a policy has a name");
+    name.strip_prefix(&format!("{OPERATOR}-"))
+        .unwrap_or_else(|| panic!("policy {name} is not named after the release"))
+        .to_string()
 }
 
 fn expressions(list: &Value) -> Vec<VapExpression> {
@@ -952,6 +1052,30 @@ fn request(operation: &str, user: &str) -> AdmissionRequest {
     }
 }
 
+/// Whether a request passes a policy: None when its matchConditions leave it out, else the
+/// result of each validation (evaluated by kube's VapEvaluator; no authorizer, no variables).
+fn evaluate_plain(
+    spec: &Value,
+    old: Option<Value>,
+    object: Option<Value>,
+    req: AdmissionRequest,
+) -> Option<Vec<(bool, Option<String>)>> {
+    let mut builder = VapEvaluator::builder().request(req);
+    if let Some(old) = old {
+        builder = builder.old_object(old);
+    }
+    if let Some(object) = object {
+        builder = builder.object(object);
+    }
+    let evaluator = builder.build();
+    let conditions = expressions(&spec["matchConditions"]);
+    if !evaluator.evaluate(&conditions).iter().all(|r| r.passed) {
+        return None;
+    }
+    let results = evaluator.evaluate(&expressions(&spec["validations"]));
+    Some(results.into_iter().map(|r| (r.passed, r.message)).collect())
+}
+
 #[test]
 fn delete_published_image_policy() {
     let policies = policies();
@@ -966,22 +1090,16 @@ fn delete_published_image_policy() {
     assert_eq!(validations.len(), 1);
 
     let file = json!({"file": {"url": "s3://market/lamp.qcow2", "format": "QCOW2"}});
-    let delete = |old: Value| {
-        VapEvaluator::builder()
-            .old_object(old)
-            .request(request("DELETE", "alice"))
-            .build()
-            .evaluate(&validations)
-    };
+    let delete = |old: Value, user: &str| evaluate_plain(spec, Some(old), None, request("DELETE", user));
     // Published: denied.
     let published = image_doc(Some(true), file.clone());
-    let results = delete(published.clone());
-    assert!(!results[0].passed, "{results:?}");
+    let results = delete(published.clone(), "alice").expect("a user's delete is matched");
+    assert!(!results[0].0, "{results:?}");
     let static_message = validations[0].message.clone().unwrap();
     assert!(static_message.contains("unpublish it first (set spec.published to false)"));
     // The message names the image, from the request (not from `oldObject.metadata.namespace`:
     // `namespace` is a CEL reserved word that kube-cel escapes in object keys).
-    let message = results[0].message.clone().unwrap();
+    let message = results[0].1.clone().unwrap();
     assert!(
         message.starts_with("PrivateImage tenant-a/lamp-market is published"),
         "{message}"
@@ -1002,12 +1120,30 @@ fn delete_published_image_policy() {
     );
     // Not published, or `published` absent (the default false): allowed.
     for old in [image_doc(Some(false), file.clone()), image_doc(None, file.clone())] {
-        let results = delete(old);
-        assert!(results[0].passed, "{results:?}");
+        let results = delete(old, "alice").unwrap();
+        assert!(results[0].0, "{results:?}");
     }
     // An object without spec (never admitted by the schema, but the policy must not error).
-    let results = delete(json!({"metadata": {"name": "x", "namespace": "tenant-a"}}));
-    assert!(results[0].passed, "{results:?}");
+    let results = delete(json!({"metadata": {"name": "x", "namespace": "tenant-a"}}), "alice").unwrap();
+    assert!(results[0].0, "{results:?}");
+
+    // The namespace controller (as its ServiceAccount, or as kube-controller-manager) deletes
+    // a published image with its namespace; anyone else, including other kube-system service
+    // accounts, is still denied.
+    for controller in [
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
+    ] {
+        assert_eq!(delete(published.clone(), controller), None, "{controller} is exempt");
+    }
+    for user in [
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:tenant-a:namespace-controller",
+        "namespace-controller",
+    ] {
+        let results = delete(published.clone(), user).unwrap_or_else(|| panic!("{user} must be matched"));
+        assert!(!results[0].0, "{user}: {results:?}");
+    }
 }
 
 // --- A fake `authorizer` for the CEL engine ----------------------------------------------------
@@ -1057,16 +1193,24 @@ fn text(value: Option<cel::Value>) -> String {
 
 type CelResult = Result<cel::Value, cel::ExecutionError>;
 
+/// Questions the fake authorizer was asked, as `group/resource[/subresource]/namespace/name/verb`.
+type Asked = Arc<Mutex<Vec<String>>>;
+
 /// A CEL context with the Kubernetes libraries, the VAP variables and a fake authorizer that
-/// allows exactly the `group/resource/namespace/name/verb` strings in `allowed`.
+/// allows exactly the `group/resource[/subresource]/namespace/name/verb` strings in `allowed`
+/// (an empty name is a namespace-wide question).
 fn context(object: &Value, request: &Value, allowed: &[&str]) -> cel::Context<'static> {
+    context_recording(object, request, allowed, Asked::default())
+}
+
+fn context_recording(object: &Value, request: &Value, allowed: &[&str], asked: Asked) -> cel::Context<'static> {
     use cel::extractors::This;
     let mut ctx = cel::Context::default().with_all();
     ctx.add_variable_from_value("object", to_cel(object));
     ctx.add_variable_from_value("oldObject", cel::Value::Null);
     ctx.add_variable_from_value("request", to_cel(request));
     ctx.add_variable_from_value("authorizer", to_cel(&json!({"allow": allowed})));
-    for key in ["group", "resource", "namespace", "name"] {
+    for key in ["group", "resource", "subresource", "namespace", "name"] {
         ctx.add_function(
             key,
             move |This(this): This<cel::Value>, arg: Arc<String>| -> CelResult {
@@ -1076,13 +1220,23 @@ fn context(object: &Value, request: &Value, allowed: &[&str]) -> cel::Context<'s
     }
     ctx.add_function(
         "check",
-        |This(this): This<cel::Value>, verb: Arc<String>| -> CelResult {
-            let asked = ["group", "resource", "namespace", "name"]
-                .map(|k| text(field(&this, k)))
-                .join("/");
-            let asked = format!("{asked}/{verb}");
+        move |This(this): This<cel::Value>, verb: Arc<String>| -> CelResult {
+            let mut resource = text(field(&this, "resource"));
+            let sub = text(field(&this, "subresource"));
+            if !sub.is_empty() {
+                resource = format!("{resource}/{sub}");
+            }
+            let question = format!(
+                "{}/{resource}/{}/{}/{verb}",
+                text(field(&this, "group")),
+                text(field(&this, "namespace")),
+                text(field(&this, "name"))
+            );
+            asked.lock().unwrap().push(question.clone());
             let allowed = match field(&this, "allow") {
-                Some(cel::Value::List(list)) => list.iter().any(|a| matches!(a, cel::Value::String(s) if **s == asked)),
+                Some(cel::Value::List(list)) => list
+                    .iter()
+                    .any(|a| matches!(a, cel::Value::String(s) if **s == question)),
                 _ => false,
             };
             Ok(with_field(&this, "allowed", cel::Value::Bool(allowed)))
@@ -1104,6 +1258,16 @@ fn run(ctx: &cel::Context, expression: &str) -> cel::Value {
 /// Outcome of the source-access policy for one request: None when it does not match,
 /// Some(Ok) when admitted, Some(Err(messages)) when denied.
 fn source_policy(spec: &Value, object: &Value, user: &str, allowed: &[&str]) -> Option<Result<(), Vec<String>>> {
+    source_policy_asked(spec, object, user, allowed).0
+}
+
+/// The same, with the sorted, distinct questions the authorizer was asked.
+fn source_policy_asked(
+    spec: &Value,
+    object: &Value,
+    user: &str,
+    allowed: &[&str],
+) -> (Option<Result<(), Vec<String>>>, BTreeSet<String>) {
     let req = request("CREATE", user);
     // matchConditions through kube's VapEvaluator (no authorizer needed there).
     let conditions = expressions(&spec["matchConditions"]);
@@ -1113,7 +1277,7 @@ fn source_policy(spec: &Value, object: &Value, user: &str, allowed: &[&str]) -> 
         .build()
         .evaluate(&conditions);
     if !matched.iter().all(|r| r.passed) {
-        return None;
+        return (None, BTreeSet::new());
     }
     let request_json = json!({
         "operation": req.operation,
@@ -1121,7 +1285,8 @@ fn source_policy(spec: &Value, object: &Value, user: &str, allowed: &[&str]) -> 
         "namespace": req.namespace,
         "userInfo": {"username": req.username, "uid": req.uid, "groups": req.groups},
     });
-    let mut ctx = context(object, &request_json, allowed);
+    let asked = Asked::default();
+    let mut ctx = context_recording(object, &request_json, allowed, asked.clone());
     let mut variables = json!({});
     for var in spec["variables"].as_array().unwrap() {
         let value = run(&ctx, var["expression"].as_str().unwrap());
@@ -1145,7 +1310,22 @@ fn source_policy(spec: &Value, object: &Value, user: &str, allowed: &[&str]) -> 
             other => panic!("validation returned {other:?}"),
         }
     }
-    Some(if denied.is_empty() { Ok(()) } else { Err(denied) })
+    let asked: BTreeSet<String> = asked.lock().unwrap().iter().cloned().collect();
+    (Some(if denied.is_empty() { Ok(()) } else { Err(denied) }), asked)
+}
+
+/// The `spec.source` of the test image of a kind, as JSON.
+fn source_json(kind: SourceKind) -> Value {
+    serde_json::to_value(&image_of_kind(kind).spec.source).unwrap()
+}
+
+/// The question the fake authorizer gets for an admission check of the test image.
+fn question(check: &AdmissionCheck) -> String {
+    let image = image_of_kind(check.kind);
+    let source = SourceKind::object_name(&image.spec.source).unwrap();
+    let p = check.permission;
+    let name = if check.by_name { source } else { "" };
+    format!("{}/{}/tenant-a/{name}/{}", p.group, p.resource, p.verb)
 }
 
 #[test]
@@ -1176,11 +1356,14 @@ fn source_access_policy() {
         "the policy asks the authorizer"
     );
 
-    let pvc = json!({"volume": {"persistentVolumeClaim": "ubuntu-vm-disk"}});
-    let vm = json!({"server": {"name": "ubuntu-builder"}});
-    let file = json!({"file": {"url": "s3://b/o.qcow2", "format": "QCOW2"}});
+    let pvc = source_json(SourceKind::Volume);
+    let vm = source_json(SourceKind::Server);
+    let file = source_json(SourceKind::File);
     const GET_PVC: &str = "/persistentvolumeclaims/tenant-a/ubuntu-vm-disk/get";
+    const CLONE_PVC: &str = "cdi.kubevirt.io/datavolumes/source/tenant-a/ubuntu-vm-disk/create";
     const GET_VM: &str = "kubevirt.io/virtualmachines/tenant-a/ubuntu-builder/get";
+    const GET_ANY_PVC: &str = "/persistentvolumeclaims/tenant-a//get";
+    const CLONE_ANY: &str = "cdi.kubevirt.io/datavolumes/source/tenant-a//create";
 
     // File sources are not matched at all; neither is an object without a source.
     assert_eq!(source_policy(spec, &image_doc(None, file), "mallory", &[]), None);
@@ -1189,49 +1372,421 @@ fn source_access_policy() {
         None
     );
 
-    // A PVC source: admitted exactly when the user may get that PVC in the image's namespace.
+    // A PVC source: admitted exactly when the user may get and clone that PVC in the image's
+    // namespace.
     let doc = image_doc(None, pvc.clone());
-    assert_eq!(source_policy(spec, &doc, "alice", &[GET_PVC]), Some(Ok(())));
+    assert_eq!(source_policy(spec, &doc, "alice", &[GET_PVC, CLONE_PVC]), Some(Ok(())));
+    // `get` alone (the stock `view` role) is not enough: a confused deputy.
+    let denied = source_policy(spec, &doc, "viewer", &[GET_PVC]).unwrap().unwrap_err();
+    assert_eq!(
+        denied,
+        [
+            "user viewer may not create cdi.kubevirt.io datavolumes/source tenant-a/ubuntu-vm-disk, so PrivateImage \
+          tenant-a/lamp-market can not use PersistentVolumeClaim tenant-a/ubuntu-vm-disk as spec.source.volume: \
+          accepting recipients would get that permission (clone the disk of the image: the CDI clone permission) \
+          through the grant of the image, and nobody may share more than they can do themselves"
+        ]
+    );
     for allowed in [
-        &[][..],
-        &["/persistentvolumeclaims/tenant-a/other-disk/get"],
-        &["/persistentvolumeclaims/tenant-b/ubuntu-vm-disk/get"],
-        &["/persistentvolumeclaims/tenant-a/ubuntu-vm-disk/list"],
-        &[GET_VM],
+        &[CLONE_PVC][..],
+        &["/persistentvolumeclaims/tenant-a/other-disk/get", CLONE_PVC],
+        &["/persistentvolumeclaims/tenant-b/ubuntu-vm-disk/get", CLONE_PVC],
+        &["/persistentvolumeclaims/tenant-a/ubuntu-vm-disk/list", CLONE_PVC],
+        &[GET_VM, CLONE_PVC],
     ] {
         let denied = source_policy(spec, &doc, "mallory", allowed).unwrap().unwrap_err();
         assert_eq!(denied.len(), 1, "{denied:?}");
         assert!(
             denied[0].starts_with(
-                "user mallory may not get PersistentVolumeClaim tenant-a/ubuntu-vm-disk, so PrivateImage tenant-a/lamp-market can not use it as spec.source.volume"
+                "user mallory may not get persistentvolumeclaims tenant-a/ubuntu-vm-disk, so PrivateImage tenant-a/lamp-market can not use PersistentVolumeClaim tenant-a/ubuntu-vm-disk as spec.source.volume"
             ),
             "{denied:?}"
         );
     }
-
-    // A VirtualMachine source, likewise, in the kubevirt.io group.
-    let doc = image_doc(None, vm);
-    assert_eq!(source_policy(spec, &doc, "alice", &[GET_VM]), Some(Ok(())));
-    for allowed in [&[][..], &[GET_PVC], &["/virtualmachines/tenant-a/ubuntu-builder/get"]] {
-        let denied = source_policy(spec, &doc, "mallory", allowed).unwrap().unwrap_err();
-        assert_eq!(denied.len(), 1, "{denied:?}");
+    // The clone right on another PVC, or under the core group, does not count.
+    for clone in [
+        "cdi.kubevirt.io/datavolumes/source/tenant-a/other-disk/create",
+        "/datavolumes/source/tenant-a/ubuntu-vm-disk/create",
+        "cdi.kubevirt.io/datavolumes/tenant-a/ubuntu-vm-disk/create",
+    ] {
+        let denied = source_policy(spec, &doc, "mallory", &[GET_PVC, clone])
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(denied.len(), 1, "{clone}: {denied:?}");
         assert!(
-            denied[0].starts_with("user mallory may not get VirtualMachine (kubevirt.io) tenant-a/ubuntu-builder"),
+            denied[0].contains("may not create cdi.kubevirt.io datavolumes/source"),
             "{denied:?}"
         );
     }
 
-    // With kube's own evaluator (no authorizer): the variable of the source kind that is not
-    // set short-circuits to true without consulting the authorizer.
+    // A VirtualMachine source: get on it by name, and get and clone on the namespace's claims
+    // (its disks are not known at admission).
+    let doc = image_doc(None, vm);
+    assert_eq!(
+        source_policy(spec, &doc, "alice", &[GET_VM, GET_ANY_PVC, CLONE_ANY]),
+        Some(Ok(()))
+    );
+    let denied = source_policy(spec, &doc, "mallory", &[GET_VM, GET_ANY_PVC])
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        denied[0].starts_with(
+            "user mallory may not create cdi.kubevirt.io datavolumes/source in namespace tenant-a (any name: the disks \
+             of a VirtualMachine are not known at admission), so PrivateImage tenant-a/lamp-market can not use \
+             VirtualMachine tenant-a/ubuntu-builder as spec.source.server"
+        ),
+        "{denied:?}"
+    );
+    for allowed in [
+        &[GET_ANY_PVC, CLONE_ANY][..],
+        &[GET_PVC, GET_ANY_PVC, CLONE_ANY],
+        &["/virtualmachines/tenant-a/ubuntu-builder/get", GET_ANY_PVC, CLONE_ANY],
+    ] {
+        let denied = source_policy(spec, &doc, "mallory", allowed).unwrap().unwrap_err();
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        assert!(
+            denied[0].starts_with("user mallory may not get kubevirt.io virtualmachines tenant-a/ubuntu-builder"),
+            "{denied:?}"
+        );
+    }
+    // The clone right on one named claim is not the namespace-wide right.
+    let denied = source_policy(
+        spec,
+        &doc,
+        "mallory",
+        &[
+            GET_VM,
+            GET_ANY_PVC,
+            "cdi.kubevirt.io/datavolumes/source/tenant-a/ubuntu-root/create",
+        ],
+    )
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+
+    // With kube's own evaluator (no authorizer): the variables of the source kind that is not
+    // set short-circuit to true without consulting the authorizer.
     let variables = expressions(&spec["variables"]);
     let results = VapEvaluator::builder()
         .object(image_doc(None, pvc))
         .request(request("CREATE", "alice"))
         .build()
         .evaluate(&variables);
-    let server_allowed = variables
+    let server_checks: Vec<usize> = variables
         .iter()
-        .position(|v| v.expression.contains("source.server"))
+        .enumerate()
+        .filter(|(_, v)| v.expression.contains("source.server"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!server_checks.is_empty());
+    for i in server_checks {
+        assert!(results[i].passed, "{results:?}");
+    }
+}
+
+/// For every source kind, the grant's rules and the admission checks come from the one list of
+/// permissions and agree: the admission policy asks the authorizer exactly the questions the
+/// list implies, every permission of the grant except the image's own is asked about, and a
+/// user is admitted exactly when they hold all of them.
+#[test]
+fn grant_and_admission_checks_come_from_one_list_and_agree() {
+    let policies = policies();
+    let spec = &policies["require-source-access"]["spec"];
+    let claims = vm_claims();
+    for kind in SourceKind::ALL {
+        let list = permissions::recipient_permissions(kind);
+        let image = image_of_kind(kind);
+        let rules = grant_rules(&image, &claims);
+        let checks = permissions::admission_checks(kind);
+
+        // The grant: one rule per permission of the list, by resourceName.
+        assert_eq!(rules.len(), list.len(), "{kind:?}: {rules:?}");
+        for (rule, p) in rules.iter().zip(list) {
+            assert_eq!(rule.api_groups.as_deref(), Some(&[p.group.to_string()][..]), "{kind:?}");
+            assert_eq!(
+                rule.resources.as_deref(),
+                Some(&[p.resource.to_string()][..]),
+                "{kind:?}"
+            );
+            assert_eq!(rule.verbs, [p.verb], "{kind:?}");
+            let names = rule.resource_names.clone().unwrap_or_default();
+            let expected: Vec<String> = match p.target {
+                Target::Image => vec!["ubuntu-golden".into()],
+                Target::Source => vec![SourceKind::object_name(&image.spec.source).unwrap().into()],
+                Target::EachDiskClaim => claims.clone(),
+            };
+            assert_eq!(names, expected, "{kind:?} {p:?}");
+        }
+
+        // Every rule of the grant but the image's own `get` is covered by an admission check:
+        // the same group, resource and verb, by the same name or namespace-wide.
+        for (rule, p) in rules.iter().zip(list) {
+            if p.target == Target::Image {
+                assert!(checks.iter().all(|c| c.permission != *p));
+                continue;
+            }
+            let names = rule.resource_names.clone().unwrap();
+            let covered = checks.iter().any(|c| {
+                c.permission.group == p.group
+                    && c.permission.resource == p.resource
+                    && c.permission.verb == p.verb
+                    && (!c.by_name || names == [SourceKind::object_name(&image.spec.source).unwrap()])
+            });
+            assert!(covered, "{kind:?}: the grant rule {rule:?} has no admission check");
+        }
+
+        // The policy asks exactly the questions the list implies.
+        let expected: BTreeSet<String> = checks.iter().map(question).collect();
+        let all: Vec<&str> = expected.iter().map(String::as_str).collect();
+        let doc = image_doc(None, source_json(kind));
+        let (outcome, asked) = source_policy_asked(spec, &doc, "alice", &all);
+        if checks.is_empty() {
+            assert_eq!(outcome, None, "{kind:?}: nothing to check, so not matched");
+            continue;
+        }
+        assert_eq!(
+            outcome,
+            Some(Ok(())),
+            "{kind:?}: a user holding every permission is admitted"
+        );
+        assert_eq!(asked, expected, "{kind:?}: the authorizer's questions");
+
+        // Lacking any one of them is denied, with one message naming the user, the image, the
+        // source and the missing permission.
+        for missing in &checks {
+            let allowed: Vec<&str> = all.iter().copied().filter(|q| *q != question(missing)).collect();
+            let (outcome, asked) = source_policy_asked(spec, &doc, "mallory", &allowed);
+            let denied = outcome.unwrap().unwrap_err();
+            assert_eq!(asked, expected, "{kind:?}");
+            assert_eq!(denied.len(), 1, "{kind:?} without {missing:?}: {denied:?}");
+            let object = SourceKind::object_name(&image.spec.source).unwrap();
+            for part in [
+                "user mallory may not ".to_string(),
+                missing.permission.describe(),
+                "PrivateImage tenant-a/lamp-market".into(),
+                format!("tenant-a/{object} as spec.source.{}", kind.field()),
+            ] {
+                assert!(denied[0].contains(&part), "{kind:?}: {part:?} not in {denied:?}");
+            }
+        }
+        // In particular, everything but the clone right is not enough.
+        let clone = checks
+            .iter()
+            .find(|c| c.permission.resource == "datavolumes/source")
+            .unwrap_or_else(|| panic!("{kind:?}: no clone check"));
+        let without_clone: Vec<&str> = all.iter().copied().filter(|q| *q != question(clone)).collect();
+        assert!(
+            matches!(source_policy(spec, &doc, "mallory", &without_clone), Some(Err(_))),
+            "{kind:?}"
+        );
+    }
+}
+
+// --- The status policy, the tenant roles, the NetworkPolicy ----------------------------------
+
+/// The plural resource names of the CRDs the operator serves.
+fn crd_resources() -> BTreeSet<String> {
+    ims_operator::api::crds()
+        .iter()
+        .map(|c| c.spec.names.plural.clone())
+        .collect()
+}
+
+fn status_request(operation: &str, user: &str, kind: &str, resource: &str) -> AdmissionRequest {
+    let mut req = request(operation, user);
+    req.kind.kind = kind.into();
+    req.resource.resource = resource.into();
+    req
+}
+
+#[test]
+fn status_policy_lets_only_the_operator_write_status() {
+    if !need_helm("status_policy_lets_only_the_operator_write_status") {
+        return;
+    }
+    let policies = policies();
+    let spec = &policies["status-is-the-operators"]["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail");
+    let rules = spec["matchConstraints"]["resourceRules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["apiGroups"], json!(["ims.imageshare.io"]));
+    assert_eq!(rules[0]["operations"], json!(["CREATE", "UPDATE"]));
+    let resources: BTreeSet<String> = rules[0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = crd_resources().iter().map(|r| format!("{r}/status")).collect();
+    assert_eq!(
+        resources, expected,
+        "the /status of every kind of the group, and only that"
+    );
+
+    // The operator is the ServiceAccount the Deployment runs as, in the release namespace.
+    let sa = one(rendered_default(), "ServiceAccount")["metadata"]["name"]
+        .as_str()
         .unwrap();
-    assert!(results[server_allowed].passed, "{results:?}");
+    let operator = format!("system:serviceaccount:ims-system:{sa}");
+    for (kind, resource) in [
+        ("PrivateImage", "privateimages"),
+        ("ImageShare", "imageshares"),
+        ("ShareAcceptance", "shareacceptances"),
+    ] {
+        for operation in ["CREATE", "UPDATE"] {
+            let ok = evaluate_plain(
+                spec,
+                None,
+                Some(json!({})),
+                status_request(operation, &operator, kind, resource),
+            )
+            .unwrap();
+            assert!(
+                ok.iter().all(|(passed, _)| *passed),
+                "{operator} {operation} {kind}: {ok:?}"
+            );
+        }
+        for user in [
+            "alice",
+            "system:serviceaccount:tenant-a:default",
+            "system:serviceaccount:ims-system:default",
+            "system:serviceaccount:other-ns:t-ims-operator",
+            "system:admin",
+        ] {
+            let results = evaluate_plain(
+                spec,
+                None,
+                Some(json!({})),
+                status_request("UPDATE", user, kind, resource),
+            )
+            .unwrap();
+            assert_eq!(results.len(), 1);
+            assert!(!results[0].0, "{user} may not write the status of {kind}");
+            let message = results[0].1.clone().unwrap();
+            assert_eq!(
+                message,
+                format!(
+                    "user {user} may not write the status of {kind} tenant-a/lamp-market: status is written only \
+                     by the ims-operator ({operator})"
+                )
+            );
+        }
+    }
+    // Another release namespace and name change who the operator is.
+    let docs = template(&["--namespace", "platform", "--set", "fullnameOverride=imgs"]);
+    let policy = named(&docs, "ValidatingAdmissionPolicy", "imgs-status-is-the-operators");
+    assert!(
+        policy["spec"]["validations"][0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains("'system:serviceaccount:platform:imgs'"),
+        "{policy}"
+    );
+}
+
+#[test]
+fn tenant_roles_aggregate_into_the_stock_roles_without_status() {
+    if !need_helm("tenant_roles_aggregate_into_the_stock_roles_without_status") {
+        return;
+    }
+    let docs = rendered_default();
+    let kinds = crd_resources();
+    for (name, verbs, aggregate_to) in [
+        (
+            "t-ims-operator-tenant-view",
+            &["get", "list", "watch"][..],
+            &["view", "edit", "admin"][..],
+        ),
+        (
+            "t-ims-operator-tenant-edit",
+            &["create", "update", "patch", "delete"],
+            &["edit", "admin"],
+        ),
+    ] {
+        let doc = named(docs, "ClusterRole", name);
+        let labels = doc["metadata"]["labels"].as_object().unwrap();
+        for stock in ["view", "edit", "admin"] {
+            let label = format!("rbac.authorization.k8s.io/aggregate-to-{stock}");
+            assert_eq!(
+                labels.get(&label).and_then(Value::as_str) == Some("true"),
+                aggregate_to.contains(&stock),
+                "{name}: {label}"
+            );
+        }
+        let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
+        let rules = role.rules.unwrap();
+        assert_eq!(rules.len(), 1, "{name}");
+        let rule = &rules[0];
+        assert_eq!(rule.api_groups.as_deref(), Some(&["ims.imageshare.io".to_string()][..]));
+        let resources: BTreeSet<String> = rule.resources.iter().flatten().cloned().collect();
+        assert_eq!(resources, kinds, "{name}: exactly the three kinds, never /status");
+        assert_eq!(rule.verbs, verbs, "{name}");
+        assert!(rule.resource_names.is_none());
+    }
+    // No tenant role of any configuration touches /status or anything outside the group.
+    for docs in [rendered_default(), rendered_full()] {
+        for doc in of_kind(docs, "ClusterRole") {
+            if doc["metadata"]["name"] == OPERATOR {
+                continue;
+            }
+            let text = doc["rules"].to_string();
+            assert!(!text.contains("/status"), "{text}");
+            assert!(!text.contains('*'), "{text}");
+        }
+    }
+    let off = template(&["--set", "tenantRoles.enabled=false"]);
+    let names: Vec<&Value> = of_kind(&off, "ClusterRole")
+        .iter()
+        .map(|d| &d["metadata"]["name"])
+        .collect();
+    assert_eq!(names, [OPERATOR], "tenantRoles.enabled=false");
+}
+
+#[test]
+fn network_policy_admits_only_the_http_port() {
+    if !need_helm("network_policy_admits_only_the_http_port") {
+        return;
+    }
+    for docs in [rendered_default(), rendered_full()] {
+        let policy = one(docs, "NetworkPolicy");
+        assert_eq!(policy["metadata"]["namespace"], "ims-system");
+        let spec = &policy["spec"];
+        let deploy = deployment(docs);
+        let deploy_spec = deploy.spec.as_ref().unwrap();
+        let selector = serde_json::to_value(&deploy_spec.selector.match_labels).unwrap();
+        assert_eq!(
+            spec["podSelector"]["matchLabels"], selector,
+            "selects the operator pods"
+        );
+        assert_eq!(spec["policyTypes"], json!(["Ingress"]), "egress is left alone");
+        let ingress = spec["ingress"].as_array().unwrap();
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(ingress[0]["ports"], json!([{"port": "http", "protocol": "TCP"}]));
+        assert!(ingress[0].get("from").is_none(), "any source by default");
+        let container = &deploy_spec.template.spec.as_ref().unwrap().containers[0];
+        let ports: Vec<_> = container.ports.iter().flatten().collect();
+        assert_eq!(ports.len(), 1, "the http port is the only port: {ports:?}");
+        assert_eq!(ports[0].name.as_deref(), Some("http"));
+    }
+    let docs = template(&[
+        "--set-json",
+        r#"networkPolicy.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
+    ]);
+    assert_eq!(
+        one(&docs, "NetworkPolicy")["spec"]["ingress"][0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+    let off = template(&["--set", "networkPolicy.enabled=false"]);
+    assert!(of_kind(&off, "NetworkPolicy").is_empty());
+    // A peer that is not a NetworkPolicyPeer is refused.
+    let out = helm(&[
+        "template",
+        "t",
+        "charts/ims-operator",
+        "--set-json",
+        r#"networkPolicy.from=[{"pods":{}}]"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("networkPolicy"));
 }

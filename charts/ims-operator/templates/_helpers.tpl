@@ -75,3 +75,19 @@ The operator's config file, rendered from .Values.config.
 {{- define "ims-operator.configFile" -}}
 {{- toYaml .Values.config }}
 {{- end }}
+
+{{/*
+The operator's kinds of ims.imageshare.io, as plural resource names (a JSON list). The one
+place to add a kind: the operator's ClusterRole, the tenant roles and the policy that keeps
+`/status` the operator's all range over it.
+*/}}
+{{- define "ims-operator.resources" -}}
+["privateimages", "imageshares", "shareacceptances"]
+{{- end }}
+
+{{/*
+The user name the API server gives the operator's ServiceAccount.
+*/}}
+{{- define "ims-operator.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ims-operator.serviceAccountName" .) }}
+{{- end }}
