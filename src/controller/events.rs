@@ -100,9 +100,12 @@ pub fn unreadable_event(report: &UnreadableReport) -> EventSpec {
     )
 }
 
+/// (kind, namespace, name) of an object.
+type ObjectKey = (&'static str, String, String);
+
 /// Reports each unreadable version once (a relist delivers every object again).
 #[derive(Default)]
-pub struct UnreadableReports(Mutex<HashMap<(&'static str, String, String), Option<String>>>);
+pub struct UnreadableReports(Mutex<HashMap<ObjectKey, Option<String>>>);
 
 impl UnreadableReports {
     /// Whether this version of the object was not reported yet.

@@ -52,18 +52,21 @@ impl FeedSink {
 /// What a watch delivered: an object, or what could be read of one that does not decode.
 enum Seen<K> {
     Object(K),
-    Unreadable {
-        metadata: ObjectMeta,
-        error: String,
-        salvaged: Salvaged,
-    },
+    Unreadable(Box<Undecoded>),
+}
+
+/// What could be read of an object that does not decode.
+struct Undecoded {
+    metadata: ObjectMeta,
+    error: String,
+    salvaged: Salvaged,
 }
 
 impl<K: ResourceExt> Seen<K> {
     fn key(&self) -> (String, String) {
         let meta = match self {
             Seen::Object(o) => o.meta(),
-            Seen::Unreadable { metadata, .. } => metadata,
+            Seen::Unreadable(u) => &u.metadata,
         };
         (
             meta.namespace.clone().unwrap_or_default(),
@@ -85,11 +88,11 @@ pub async fn feed_guarded<K>(
         event.map(|e| {
             map_event(e, |Guarded(g)| match g {
                 Ok(o) => Seen::Object(o),
-                Err(u) => Seen::Unreadable {
+                Err(u) => Seen::Unreadable(Box::new(Undecoded {
                     metadata: u.metadata,
                     error: u.error,
                     salvaged: K::salvaged(u.status),
-                },
+                })),
             })
         })
     });
@@ -177,11 +180,12 @@ fn apply<K: Cached>(sink: &FeedSink, kind: &'static str, seen: Seen<K>) {
             touched.extend(K::touched(&sink.cache, &obj));
             sink.trigger(touched);
         }
-        Seen::Unreadable {
-            metadata,
-            error,
-            salvaged,
-        } => {
+        Seen::Unreadable(undecoded) => {
+            let Undecoded {
+                metadata,
+                error,
+                salvaged,
+            } = *undecoded;
             sink.cache.observed(&ns, metadata.resource_version.as_deref());
             let kept_last_version = K::known(&sink.cache).contains(&(ns.clone(), name.clone()));
             // A decoded version stays in use as it is; otherwise the engine learns that an
