@@ -1,30 +1,56 @@
 //! The controller's I/O layer against a mock API server (tower-test): the exact server-side
-//! apply patches it sends, that it sends nothing for an unchanged tenant, that it prunes stale
-//! grants, and that a 409 fails the reconcile into a retry with backoff.
+//! apply patches it sends, that it sends nothing for an unchanged tenant, that it prunes only
+//! its own stale grants, that a refused write fails the reconcile into a jittered retry while
+//! every other write is still sent, that writes are fenced by the leader lease, and that
+//! objects which do not decode never loosen a decision.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use http::{Request, Response, StatusCode};
 use ims_operator::{
-    api::{ImageShare, ImageShareSpec, PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec},
+    api::{Decision, ImageShare, ImageShareSpec, PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec},
     config::Config,
     controller::{
         self, Context, State,
         cache::{Cache, Cached, ExistingGrants},
-        writer::{self, WriteStats},
+        feed::{FeedSink, UnreadableReport, feed_guarded},
+        guard::Guarded,
+        leader::{Fence, Fenced, LeaderElector},
+        metrics::{Metrics, WriteKind},
+        reconcile::{Error, MAX_BACKOFF, backoff_with},
+        writer::{self, WriteReport, WriteStats},
     },
-    core::{Evaluator, NamespaceInfo, Snapshot, World},
+    core::{Evaluator, GrantFaultReason, NamespaceInfo, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::{
+        core::v1::Namespace,
+        rbac::v1::{Role, RoleBinding},
+    },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
-use kube::{Client, client::Body, runtime::controller::Action};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+    client::Body,
+    runtime::{controller::Action, watcher},
+};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tower_test::mock::{Handle, pair};
 
 type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+const RBAC_A: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a";
+const IMS_A: &str = "/apis/ims.imageshare.io/v1alpha1/namespaces/tenant-a";
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ims-system/leases/ims-operator";
 
 fn mock_client() -> (Client, MockHandle) {
     let (service, handle) = pair::<Request<Body>, Response<Body>>();
@@ -46,25 +72,29 @@ fn meta(ns: &str, name: &str, uid: &str) -> ObjectMeta {
     }
 }
 
-fn image() -> PrivateImage {
+fn image_in(ns: &str, name: &str, uid: &str) -> PrivateImage {
     let spec: PrivateImageSpec = serde_json::from_value(json!({
         "diskSizeGiB": 40,
         "osType": "Linux",
-        "source": {"file": {"url": "s3://bucket/centos.qcow2", "format": "QCOW2"}}
+        "source": {"file": {"url": format!("s3://bucket/{name}.qcow2"), "format": "QCOW2"}}
     }))
     .unwrap();
     PrivateImage {
-        metadata: meta("tenant-a", "centos-web", "uid-img"),
+        metadata: meta(ns, name, uid),
         spec,
         status: None,
     }
 }
 
-fn share() -> ImageShare {
+fn image() -> PrivateImage {
+    image_in("tenant-a", "centos-web", "uid-img")
+}
+
+fn share_of(images: &[&str]) -> ImageShare {
     ImageShare {
         metadata: meta("tenant-a", "share", "uid-share"),
         spec: ImageShareSpec {
-            images: vec!["centos-web".into()],
+            images: images.iter().map(|i| i.to_string()).collect(),
             recipients: vec!["tenant-b".into()],
             expires_at: None,
         },
@@ -72,29 +102,45 @@ fn share() -> ImageShare {
     }
 }
 
-fn acceptance() -> ShareAcceptance {
+fn share() -> ImageShare {
+    share_of(&["centos-web"])
+}
+
+fn acceptance_named(name: &str, images: &[&str], decision: Decision) -> ShareAcceptance {
     ShareAcceptance {
-        metadata: meta("tenant-b", "from-a", "uid-acc"),
+        metadata: meta("tenant-b", name, &format!("uid-{name}")),
         spec: ShareAcceptanceSpec {
             owner: "tenant-a".into(),
-            images: vec![],
-            decision: Default::default(),
+            images: images.iter().map(|i| i.to_string()).collect(),
+            decision,
         },
         status: None,
     }
 }
 
-fn snapshot(objects: (PrivateImage, ImageShare, Option<ShareAcceptance>)) -> Snapshot {
+fn acceptance() -> ShareAcceptance {
+    acceptance_named("from-a", &[], Decision::Accept)
+}
+
+fn snapshot_of(images: Vec<PrivateImage>, shares: Vec<ImageShare>, acceptances: Vec<ShareAcceptance>) -> Snapshot {
     let mut snap = Snapshot::new(Config::default(), World::Cluster { kubevirt: false }, now()).unwrap();
     for ns in ["tenant-a", "tenant-b"] {
         snap.upsert_namespace(ns, NamespaceInfo::default());
     }
-    snap.upsert_image(Arc::new(objects.0));
-    snap.upsert_share(Arc::new(objects.1));
-    if let Some(a) = objects.2 {
+    for i in images {
+        snap.upsert_image(Arc::new(i));
+    }
+    for s in shares {
+        snap.upsert_share(Arc::new(s));
+    }
+    for a in acceptances {
         snap.upsert_acceptance(Arc::new(a));
     }
     snap
+}
+
+fn snapshot(objects: (PrivateImage, ImageShare, Option<ShareAcceptance>)) -> Snapshot {
+    snapshot_of(vec![objects.0], vec![objects.1], objects.2.into_iter().collect())
 }
 
 /// Objects carrying the statuses the engine wants: a converged cluster.
@@ -119,11 +165,53 @@ fn converged(accepted: bool) -> (PrivateImage, ImageShare, Option<ShareAcceptanc
     (img, sh, acc, grants)
 }
 
-async fn respond(handle: &mut MockHandle, status: StatusCode, body: Value) -> (String, String, String, Value) {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("a request within 5 s")
-        .expect("the client is alive");
+/// The Status body the API server answers a failed request with.
+fn failure(status: StatusCode) -> Value {
+    let reason = match status.as_u16() {
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        500 => "InternalError",
+        _ => "Unknown",
+    };
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "code": status.as_u16(), "reason": reason, "message": format!("mock: {reason}"),
+    })
+}
+
+fn reply(send: tower_test::mock::SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
+}
+
+/// One request the mock API server received.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    content_type: Option<String>,
+    body: Value,
+    /// By the tokio clock, since the server started.
+    at: Duration,
+}
+
+impl Seen {
+    fn is_event(&self) -> bool {
+        self.path.starts_with("/apis/events.k8s.io/")
+    }
+
+    fn is_lease(&self) -> bool {
+        self.path.starts_with("/apis/coordination.k8s.io/")
+    }
+}
+
+async fn read(request: Request<Body>, start: Instant) -> Seen {
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
@@ -132,32 +220,135 @@ async fn respond(handle: &mut MockHandle, status: StatusCode, body: Value) -> (S
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string());
     let bytes = request.into_body().collect_bytes().await.unwrap();
-    let json: Value = if bytes.is_empty() {
+    let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(&bytes).unwrap()
     };
-    if method == "PATCH" {
+    Seen {
+        method,
+        path,
+        query,
+        content_type,
+        body,
+        at: start.elapsed(),
+    }
+}
+
+async fn respond(handle: &mut MockHandle, status: StatusCode, body: Value) -> (String, String, String, Value) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("a request within 5 s")
+        .expect("the client is alive");
+    let seen = read(request, Instant::now()).await;
+    if seen.method == "PATCH" {
         assert_eq!(
-            content_type.as_deref(),
+            seen.content_type.as_deref(),
             Some("application/apply-patch+yaml"),
-            "{path}: server-side apply"
+            "{}: server-side apply",
+            seen.path
         );
     }
     // Roles and RoleBindings are echoed back (the client parses the reply as the object).
-    let body = if body.is_null() { json.clone() } else { body };
-    let reply = if status.is_success() {
-        body
-    } else {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status.as_u16(), "reason": "Conflict", "message": "conflict"})
+    let body = if body.is_null() { seen.body.clone() } else { body };
+    let body = if status.is_success() { body } else { failure(status) };
+    reply(send, status, &body);
+    (seen.method, seen.path, seen.query, seen.body)
+}
+
+/// What the mock API server answers one request with.
+enum Reply {
+    Ok(StatusCode, Value),
+    Fail(StatusCode),
+    /// Never answered: the request stays in flight.
+    Hang,
+}
+
+/// The object a status apply returns: the object of that path, with the status applied.
+fn status_reply(seen: &Seen) -> Value {
+    // /apis/ims.imageshare.io/v1alpha1/namespaces/{ns}/{plural}/{name}/status
+    let parts: Vec<&str> = seen.path.split('/').collect();
+    let (ns, plural, name) = (parts[5], parts[6], parts[7]);
+    let mut object = match plural {
+        "privateimages" => serde_json::to_value(image_in(ns, name, &format!("uid-{name}"))).unwrap(),
+        "imageshares" => {
+            let mut s = share();
+            s.metadata.name = Some(name.into());
+            serde_json::to_value(s).unwrap()
+        }
+        "shareacceptances" => serde_json::to_value(acceptance_named(name, &[], Decision::Accept)).unwrap(),
+        other => panic!("a status apply to {other}"),
     };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
-            .unwrap(),
-    );
-    (method, path, query, json)
+    object["status"] = seen.body["status"].clone();
+    object
+}
+
+/// What a well-behaved API server answers: nothing of our grants exists yet, writes succeed.
+fn default_reply(seen: &Seen) -> Reply {
+    match seen.method.as_str() {
+        "GET" => Reply::Fail(StatusCode::NOT_FOUND),
+        "DELETE" => Reply::Ok(
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        ),
+        "POST" => Reply::Ok(StatusCode::CREATED, seen.body.clone()),
+        "PATCH" if seen.path.ends_with("/status") => Reply::Ok(StatusCode::OK, status_reply(seen)),
+        _ => Reply::Ok(StatusCode::OK, seen.body.clone()),
+    }
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// Serves the mock API in a task: `rule` answers what it wants to, the rest gets
+/// [`default_reply`]. Every request is logged before it is answered.
+fn serve(mut handle: MockHandle, mut rule: impl FnMut(&Seen) -> Option<Reply> + Send + 'static) -> Log {
+    let log = Log::default();
+    let out = log.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        let mut in_flight = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let seen = read(request, start).await;
+            if seen.method == "PATCH" && !seen.is_event() {
+                assert_eq!(
+                    seen.content_type.as_deref(),
+                    Some("application/apply-patch+yaml"),
+                    "{}: server-side apply",
+                    seen.path
+                );
+            }
+            let answer = rule(&seen).unwrap_or_else(|| default_reply(&seen));
+            log.lock().unwrap().push(seen);
+            match answer {
+                Reply::Ok(status, body) => reply(send, status, &body),
+                Reply::Fail(status) => reply(send, status, &failure(status)),
+                Reply::Hang => in_flight.push(send),
+            }
+        }
+    });
+    out
+}
+
+/// The requests logged so far other than Events, as (method, path).
+fn writes(log: &Log) -> Vec<(String, String)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| !s.is_event())
+        .map(|s| (s.method.clone(), s.path.clone()))
+        .collect()
+}
+
+fn req(method: &str, path: String) -> (String, String) {
+    (method.to_string(), path)
+}
+
+fn never_skip(_: &'static str, _: &str) -> bool {
+    false
+}
+
+async fn write(client: &Client, outcome: &TenantOutcome, existing: &ExistingGrants, metrics: &Metrics) -> WriteReport {
+    writer::write_outcome(client, outcome, existing, metrics, &Fence::open(), &never_skip).await
 }
 
 #[tokio::test]
@@ -168,16 +359,17 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
     let snap = snapshot((img, sh, Some(acceptance())));
     let outcome = Evaluator::new(&snap).tenant("tenant-a");
     let (client, mut handle) = mock_client();
-    let writer = tokio::spawn(async move { writer::write_outcome(&client, &outcome, &grants).await });
+    let writer = tokio::spawn(async move {
+        let metrics = Metrics::default();
+        let report = write(&client, &outcome, &grants, &metrics).await;
+        (report, metrics.status_patches())
+    });
 
+    // The watches see only labelled grants: whether the name is free is asked first.
+    let (m, path, _, _) = respond(&mut handle, StatusCode::NOT_FOUND, Value::Null).await;
+    assert_eq!((m, path), req("GET", format!("{RBAC_A}/roles/ims-image-centos-web")));
     let (m, path, query, role) = respond(&mut handle, StatusCode::OK, Value::Null).await;
-    assert_eq!(
-        (m.as_str(), path.as_str()),
-        (
-            "PATCH",
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/ims-image-centos-web"
-        )
-    );
+    assert_eq!((m, path), req("PATCH", format!("{RBAC_A}/roles/ims-image-centos-web")));
     assert!(
         query.contains("fieldManager=ims-operator-grants") && query.contains("force=true"),
         "{query}"
@@ -192,14 +384,17 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
         role["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "ims-operator"
     );
+    assert_eq!(role["metadata"]["labels"]["ims.imageshare.io/image"], "centos-web");
 
+    let (m, path, _, _) = respond(&mut handle, StatusCode::NOT_FOUND, Value::Null).await;
+    assert_eq!(
+        (m, path),
+        req("GET", format!("{RBAC_A}/rolebindings/ims-image-centos-web"))
+    );
     let (m, path, _, binding) = respond(&mut handle, StatusCode::OK, Value::Null).await;
     assert_eq!(
-        (m.as_str(), path.as_str()),
-        (
-            "PATCH",
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/ims-image-centos-web"
-        )
+        (m, path),
+        req("PATCH", format!("{RBAC_A}/rolebindings/ims-image-centos-web"))
     );
     assert_eq!(
         binding["subjects"],
@@ -212,11 +407,8 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
 
     let (m, path, query, patch) = respond(&mut handle, StatusCode::OK, serde_json::to_value(image()).unwrap()).await;
     assert_eq!(
-        (m.as_str(), path.as_str()),
-        (
-            "PATCH",
-            "/apis/ims.imageshare.io/v1alpha1/namespaces/tenant-a/privateimages/centos-web/status"
-        )
+        (m, path),
+        req("PATCH", format!("{IMS_A}/privateimages/centos-web/status"))
     );
     assert!(
         query.contains("fieldManager=ims-operator-status") && query.contains("force=true"),
@@ -230,13 +422,7 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
     );
 
     let (m, path, _, patch) = respond(&mut handle, StatusCode::OK, serde_json::to_value(share()).unwrap()).await;
-    assert_eq!(
-        (m.as_str(), path.as_str()),
-        (
-            "PATCH",
-            "/apis/ims.imageshare.io/v1alpha1/namespaces/tenant-a/imageshares/share/status"
-        )
-    );
+    assert_eq!((m, path), req("PATCH", format!("{IMS_A}/imageshares/share/status")));
     assert_eq!(patch["kind"], "ImageShare");
     assert_eq!(
         patch["status"]["images"],
@@ -247,15 +433,20 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
         (json!(1), json!(1))
     );
 
-    let stats = writer.await.unwrap().unwrap();
+    let (report, status_patches) = writer.await.unwrap();
     assert_eq!(
-        stats,
+        report.stats,
         WriteStats {
             status_patches: 2,
             grant_applies: 2,
             grant_deletes: 0
         }
     );
+    assert_eq!(status_patches, 2);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(!report.fenced);
+    assert_eq!(report.grant_faults, vec![("centos-web".to_string(), None)]);
+    assert!(handle.next_request().await.is_none(), "nothing else was sent");
 }
 
 #[tokio::test]
@@ -264,6 +455,7 @@ async fn an_unchanged_tenant_sends_no_request_at_all() {
     let snap = snapshot((img, sh, acc));
     let mut ev = Evaluator::new(&snap);
     let (client, mut handle) = mock_client();
+    let metrics = Metrics::default();
     for ns in ["tenant-a", "tenant-b"] {
         let outcome = ev.tenant(ns);
         assert_eq!(outcome.writes(), 0);
@@ -273,14 +465,11 @@ async fn an_unchanged_tenant_sends_no_request_at_all() {
         } else {
             ExistingGrants::default()
         };
-        let stats = tokio::time::timeout(
-            Duration::from_secs(2),
-            writer::write_outcome(&client, &outcome, &existing),
-        )
-        .await
-        .expect("no request is waiting for an answer")
-        .unwrap();
-        assert_eq!(stats, WriteStats::default());
+        let report = tokio::time::timeout(Duration::from_secs(2), write(&client, &outcome, &existing, &metrics))
+            .await
+            .expect("no request is waiting for an answer");
+        assert_eq!(report.stats, WriteStats::default());
+        assert!(report.failures.is_empty() && report.written.is_empty() && !report.fenced);
     }
     drop(client);
     assert!(handle.next_request().await.is_none(), "no request was sent");
@@ -295,33 +484,15 @@ async fn revoking_the_last_acceptance_prunes_binding_then_role() {
     let outcome = Evaluator::new(&snap).tenant("tenant-a");
     assert!(outcome.grants.is_empty());
     let (client, mut handle) = mock_client();
-    let writer = tokio::spawn(async move { writer::write_outcome(&client, &outcome, &grants).await });
-    let (m, path, _, _) = respond(
-        &mut handle,
-        StatusCode::OK,
-        json!({"kind": "Status", "status": "Success"}),
-    )
-    .await;
+    let writer = tokio::spawn(async move { write(&client, &outcome, &grants, &Metrics::default()).await });
+    let success = json!({"kind": "Status", "status": "Success"});
+    let (m, path, _, _) = respond(&mut handle, StatusCode::OK, success.clone()).await;
     assert_eq!(
-        (m.as_str(), path.as_str()),
-        (
-            "DELETE",
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/ims-image-centos-web"
-        )
+        (m, path),
+        req("DELETE", format!("{RBAC_A}/rolebindings/ims-image-centos-web"))
     );
-    let (m, path, _, _) = respond(
-        &mut handle,
-        StatusCode::OK,
-        json!({"kind": "Status", "status": "Success"}),
-    )
-    .await;
-    assert_eq!(
-        (m.as_str(), path.as_str()),
-        (
-            "DELETE",
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/ims-image-centos-web"
-        )
-    );
+    let (m, path, _, _) = respond(&mut handle, StatusCode::OK, success).await;
+    assert_eq!((m, path), req("DELETE", format!("{RBAC_A}/roles/ims-image-centos-web")));
     // Then the statuses: the image and the share lose the accepted recipient.
     let (_, path, _, patch) = respond(&mut handle, StatusCode::OK, serde_json::to_value(image()).unwrap()).await;
     assert!(path.ends_with("/privateimages/centos-web/status"));
@@ -329,9 +500,164 @@ async fn revoking_the_last_acceptance_prunes_binding_then_role() {
     let (_, path, _, patch) = respond(&mut handle, StatusCode::OK, serde_json::to_value(share()).unwrap()).await;
     assert!(path.ends_with("/imageshares/share/status"));
     assert_eq!(patch["status"]["images"][0]["pending"], json!(["tenant-b"]));
-    let stats = writer.await.unwrap().unwrap();
+    let report = writer.await.unwrap();
     assert_eq!(
-        stats,
+        report.stats,
+        WriteStats {
+            status_patches: 2,
+            grant_applies: 0,
+            grant_deletes: 2
+        }
+    );
+    assert!(report.failures.is_empty() && report.grant_faults.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_write_is_reported_and_every_other_write_is_still_sent() {
+    // Two accepted images: two grants (Role and RoleBinding each) and three statuses.
+    let images = vec![image(), image_in("tenant-a", "ubuntu", "uid-ubuntu")];
+    let snap = snapshot_of(images, vec![share_of(&["centos-web", "ubuntu"])], vec![acceptance()]);
+    let outcome = Evaluator::new(&snap).tenant("tenant-a");
+    let granted: Vec<String> = outcome.grants.iter().map(|g| g.image.clone()).collect();
+    assert_eq!(granted.len(), 2);
+    assert_eq!(outcome.writes(), 3);
+
+    let (client, handle) = mock_client();
+    let mut refused = false;
+    let log = serve(handle, move |seen| {
+        let first_binding = seen.method == "PATCH" && seen.path.contains("/rolebindings/") && !refused;
+        refused |= first_binding;
+        first_binding.then_some(Reply::Fail(StatusCode::FORBIDDEN))
+    });
+    let metrics = Metrics::default();
+    let report = write(&client, &outcome, &ExistingGrants::default(), &metrics).await;
+
+    let mut expected = Vec::new();
+    for image in &granted {
+        for kind in ["roles", "rolebindings"] {
+            expected.push(req("GET", format!("{RBAC_A}/{kind}/ims-image-{image}")));
+            expected.push(req("PATCH", format!("{RBAC_A}/{kind}/ims-image-{image}")));
+        }
+    }
+    for u in outcome.images.iter().filter(|u| u.changed) {
+        expected.push(req("PATCH", format!("{IMS_A}/privateimages/{}/status", u.name)));
+    }
+    expected.push(req("PATCH", format!("{IMS_A}/imageshares/share/status")));
+    assert_eq!(writes(&log), expected);
+
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    let failure = &report.failures[0];
+    assert_eq!(failure.reason, "Forbidden");
+    assert_eq!(failure.kind, WriteKind::Grant);
+    assert_eq!(failure.regarding.kind, "PrivateImage");
+    assert_eq!(failure.regarding.name, granted[0]);
+    assert!(
+        failure
+            .message
+            .contains(&format!("RoleBinding ims-image-{}", granted[0])),
+        "{}",
+        failure.message
+    );
+    assert_eq!(metrics.write_errors(WriteKind::Grant, "Forbidden"), 1);
+    assert_eq!(metrics.write_errors(WriteKind::Status, "Forbidden"), 0);
+    assert_eq!(metrics.status_patches(), 3);
+    assert_eq!(
+        report.stats,
+        WriteStats {
+            status_patches: 3,
+            grant_applies: 3,
+            grant_deletes: 0
+        }
+    );
+    assert!(!report.fenced);
+    assert_eq!(report.grant_faults.len(), 2);
+    let (image, fault) = &report.grant_faults[0];
+    assert_eq!(image, &granted[0]);
+    assert_eq!(fault.as_ref().map(|f| f.reason), Some(GrantFaultReason::WriteFailed));
+    assert_eq!(report.grant_faults[1], (granted[1].clone(), None));
+}
+
+fn labelled(name: &str, image: Option<&str>) -> ObjectMeta {
+    let mut labels =
+        std::collections::BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "ims-operator".to_string())]);
+    if let Some(image) = image {
+        labels.insert("ims.imageshare.io/image".into(), image.into());
+    }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("tenant-a".into()),
+        labels: Some(labels),
+        ..Default::default()
+    }
+}
+
+fn role(meta: ObjectMeta) -> Arc<Role> {
+    Arc::new(Role {
+        metadata: meta,
+        rules: None,
+    })
+}
+
+fn binding(meta: ObjectMeta) -> Arc<RoleBinding> {
+    Arc::new(RoleBinding {
+        metadata: meta,
+        role_ref: Default::default(),
+        subjects: None,
+    })
+}
+
+#[tokio::test]
+async fn a_role_the_operator_did_not_make_is_never_written_nor_deleted() {
+    let (img, sh, _, _) = converged(false);
+    let outcome = Evaluator::new(&snapshot((img, sh, Some(acceptance())))).tenant("tenant-a");
+    assert_eq!(outcome.grants.len(), 1);
+    // In the cache (the watches select by the managed-by label): one stale grant of ours, and
+    // labelled objects whose names are not the grant name of their image label.
+    let mut existing = ExistingGrants::default();
+    for (name, image) in [
+        ("ims-image-old", Some("old")),
+        ("ims-image-decoy", Some("centos-web")),
+        ("ims-image-stray", None),
+        ("team-role", Some("team")),
+    ] {
+        existing.roles.insert(name.into(), role(labelled(name, image)));
+        existing.bindings.insert(name.into(), binding(labelled(name, image)));
+    }
+    let (client, handle) = mock_client();
+    let log = serve(handle, |seen| {
+        // Someone else's Role already carries the grant's name.
+        (seen.method == "GET" && seen.path.ends_with("/roles/ims-image-centos-web")).then(|| {
+            Reply::Ok(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": {"name": "ims-image-centos-web", "namespace": "tenant-a", "labels": {"team": "web"}},
+                    "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+                }),
+            )
+        })
+    });
+    let metrics = Metrics::default();
+    let report = write(&client, &outcome, &existing, &metrics).await;
+    assert_eq!(
+        writes(&log),
+        vec![
+            req("DELETE", format!("{RBAC_A}/rolebindings/ims-image-old")),
+            req("DELETE", format!("{RBAC_A}/roles/ims-image-old")),
+            req("GET", format!("{RBAC_A}/roles/ims-image-centos-web")),
+            req("PATCH", format!("{IMS_A}/privateimages/centos-web/status")),
+            req("PATCH", format!("{IMS_A}/imageshares/share/status")),
+        ]
+    );
+    assert_eq!(report.grant_faults.len(), 1);
+    let (image, fault) = &report.grant_faults[0];
+    assert_eq!(image, "centos-web");
+    let fault = fault.as_ref().expect("a fault");
+    assert_eq!(fault.reason, GrantFaultReason::NameTaken);
+    assert!(fault.message.contains("Role ims-image-centos-web"), "{}", fault.message);
+    assert!(report.failures.is_empty(), "a taken name is not a refused write");
+    assert_eq!(
+        report.stats,
         WriteStats {
             status_patches: 2,
             grant_applies: 0,
@@ -340,100 +666,338 @@ async fn revoking_the_last_acceptance_prunes_binding_then_role() {
     );
 }
 
+#[tokio::test]
+async fn a_role_binding_the_operator_did_not_make_is_never_written() {
+    let (img, sh, _, _) = converged(false);
+    let outcome = Evaluator::new(&snapshot((img, sh, Some(acceptance())))).tenant("tenant-a");
+    let grant = outcome.grants[0].clone();
+    // Our Role is in place; a RoleBinding with the grant's name, labelled for another image,
+    // is not ours (and the watches, which see it, hand it to the writer).
+    let mut existing = ExistingGrants::default();
+    existing
+        .roles
+        .insert("ims-image-centos-web".into(), Arc::new(grant.role.clone()));
+    let mut foreign = grant.binding.clone();
+    foreign.metadata.labels = labelled("ims-image-centos-web", Some("ubuntu")).labels;
+    existing
+        .bindings
+        .insert("ims-image-centos-web".into(), Arc::new(foreign));
+    let (client, handle) = mock_client();
+    let log = serve(handle, |_| None);
+    let report = write(&client, &outcome, &existing, &Metrics::default()).await;
+    assert_eq!(
+        writes(&log),
+        vec![
+            req("PATCH", format!("{IMS_A}/privateimages/centos-web/status")),
+            req("PATCH", format!("{IMS_A}/imageshares/share/status")),
+        ],
+        "neither written nor pruned"
+    );
+    let fault = report.grant_faults[0].1.as_ref().expect("a fault");
+    assert_eq!(fault.reason, GrantFaultReason::NameTaken);
+    assert!(
+        fault.message.contains("RoleBinding ims-image-centos-web"),
+        "{}",
+        fault.message
+    );
+
+    // Not even a stale grant with that label set is pruned once the image needs no grant.
+    let (img, sh, _, _) = converged(false);
+    let pending = Evaluator::new(&snapshot((img, sh, None))).tenant("tenant-a");
+    assert!(pending.grants.is_empty());
+    let report = write(&client, &pending, &existing, &Metrics::default()).await;
+    assert_eq!(report.stats.grant_deletes, 1);
+    let deletes: Vec<_> = writes(&log).into_iter().filter(|(m, _)| m == "DELETE").collect();
+    assert_eq!(
+        deletes,
+        vec![req("DELETE", format!("{RBAC_A}/roles/ims-image-centos-web"))]
+    );
+}
+
 fn synced_cache(objects: (PrivateImage, ImageShare, Option<ShareAcceptance>)) -> Arc<Cache> {
+    synced_cache_of(vec![objects.0], vec![objects.1], objects.2.into_iter().collect())
+}
+
+fn synced_cache_of(
+    images: Vec<PrivateImage>,
+    shares: Vec<ImageShare>,
+    acceptances: Vec<ShareAcceptance>,
+) -> Arc<Cache> {
     let cache = Arc::new(Cache::new(Config::default(), false).unwrap());
     for ns in ["tenant-a", "tenant-b"] {
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Namespace::store(&cache, Arc::new(namespace));
+        Namespace::store(&cache, Arc::new(tenant(ns)));
     }
-    PrivateImage::store(&cache, Arc::new(objects.0));
-    ImageShare::store(&cache, Arc::new(objects.1));
-    if let Some(a) = objects.2 {
+    for i in images {
+        PrivateImage::store(&cache, Arc::new(i));
+    }
+    for s in shares {
+        ImageShare::store(&cache, Arc::new(s));
+    }
+    for a in acceptances {
         ShareAcceptance::store(&cache, Arc::new(a));
     }
-    for _ in 0..ims_operator::controller::cache::FEEDS {
+    cache.expect_feeds(6);
+    for _ in 0..6 {
         cache.mark_synced();
     }
+    assert!(cache.is_synced());
     cache
+}
+
+fn tenant(ns: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn context(client: Client, cache: Arc<Cache>) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        cache,
+        Arc::new(State::default()),
+        Fence::open(),
+        None,
+    ))
+}
+
+/// The requeue delay of an action (kube-runtime keeps it private; its Debug form shows it).
+fn requeue_after(action: &Action) -> Duration {
+    let text = format!("{action:?}");
+    let inner = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    let (number, unit_nanos) = [("ms", 1_000_000u128), ("µs", 1_000), ("ns", 1), ("s", 1_000_000_000)]
+        .into_iter()
+        .find_map(|(suffix, nanos)| inner.strip_suffix(suffix).map(|n| (n, nanos)))
+        .unwrap_or_else(|| panic!("a duration: {inner}"));
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let mut nanos = whole.parse::<u128>().unwrap() * unit_nanos;
+    if !fraction.is_empty() {
+        nanos += fraction.parse::<u128>().unwrap() * unit_nanos / 10u128.pow(fraction.len() as u32);
+    }
+    let wait = Duration::from_nanos(nanos as u64);
+    assert_eq!(Action::requeue(wait), *action, "{text} read as {wait:?}");
+    wait
+}
+
+/// The ceiling of the `n`-th consecutive failure's wait.
+fn ceiling(n: usize) -> Duration {
+    Duration::from_secs(1 << n.min(9)).min(MAX_BACKOFF)
+}
+
+fn within_jitter(n: usize, wait: Duration) {
+    let top = ceiling(n);
+    assert!(
+        top / 2 <= wait && wait <= top,
+        "failure {n}: {wait:?} not within [{:?}, {top:?}]",
+        top / 2
+    );
 }
 
 #[tokio::test]
 async fn a_conflict_fails_the_reconcile_and_retries_with_growing_backoff() {
     let (img, sh, _, _) = converged(false);
     let cache = synced_cache((img, sh, Some(acceptance())));
-    let (client, mut handle) = mock_client();
-    let ctx = Arc::new(Context::new(client, cache, Arc::new(State::default()), None));
-    let ns = Arc::new(Namespace {
-        metadata: ObjectMeta {
-            name: Some("tenant-a".into()),
-            ..Default::default()
-        },
-        ..Default::default()
+    let (client, handle) = mock_client();
+    let log = serve(handle, |seen| {
+        (seen.method == "PATCH" && seen.path.contains("/roles/")).then_some(Reply::Fail(StatusCode::CONFLICT))
     });
+    let ctx = context(client, cache.clone());
+    let ns = Arc::new(tenant("tenant-a"));
 
     let mut waits = Vec::new();
-    for _ in 0..3 {
-        let run = tokio::spawn(controller::reconcile(ns.clone(), ctx.clone()));
-        let (m, path, _, _) = respond(&mut handle, StatusCode::CONFLICT, Value::Null).await;
-        assert_eq!(m, "PATCH");
-        assert!(path.ends_with("/roles/ims-image-centos-web"));
-        let err = run.await.unwrap().expect_err("a 409 fails the reconcile");
-        assert_eq!(err.metric_reason(), "Api409");
-        waits.push(controller::error_policy(ns.clone(), &err, ctx.clone()));
+    for round in 1..=3 {
+        let err = controller::reconcile(ns.clone(), ctx.clone())
+            .await
+            .expect_err("a 409 fails the reconcile");
+        assert_eq!(err.metric_reason(), "Conflict");
+        let Error::Writes { failed, first, .. } = &err;
+        assert_eq!(*failed, 1, "{first}");
+        let role_applies = writes(&log)
+            .iter()
+            .filter(|w| **w == req("PATCH", format!("{RBAC_A}/roles/ims-image-centos-web")))
+            .count();
+        assert_eq!(role_applies, round);
+        waits.push(requeue_after(&controller::error_policy(ns.clone(), &err, ctx.clone())));
     }
-    assert_eq!(
+    for (n, wait) in waits.iter().enumerate() {
+        within_jitter(n, *wait);
+    }
+    assert_ne!(
         waits,
-        [
-            Action::requeue(Duration::from_secs(1)),
-            Action::requeue(Duration::from_secs(2)),
-            Action::requeue(Duration::from_secs(4))
-        ]
+        [1, 2, 4].map(Duration::from_secs),
+        "the waits are jittered, not the bare doubling"
     );
-    assert_eq!(
-        controller::backoff(30),
-        Duration::from_secs(256).min(Duration::from_secs(300))
+    let fault = cache.with_snapshot(|s| s.grant_fault("tenant-a", "centos-web").cloned());
+    assert_eq!(fault.map(|f| f.reason), Some(GrantFaultReason::WriteFailed));
+    // Each refused write is also reported as a Warning Event.
+    let warned = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.is_event() && s.body["reason"] == "WriteFailed")
+        .count();
+    assert!(warned >= 1, "a WriteFailed event");
+    assert_eq!(backoff_with(0, 0.0), Duration::from_millis(500));
+    assert_eq!(backoff_with(2, 1.0), Duration::from_secs(4));
+    assert_eq!(backoff_with(8, 1.0), Duration::from_secs(256));
+    assert_eq!(backoff_with(30, 1.0), MAX_BACKOFF);
+    assert_eq!(MAX_BACKOFF, Duration::from_secs(300));
+    let metrics = ctx.state.metrics_text();
+    assert!(
+        metrics.contains("ims_reconcile_errors_total{reason=\"Conflict\"} 3"),
+        "{metrics}"
+    );
+    assert_eq!(ctx.state.metrics.write_errors(WriteKind::Grant, "Conflict"), 3);
+}
+
+#[tokio::test]
+async fn a_storm_of_refused_writes_retries_with_bounded_jittered_waits() {
+    let (img, sh, _, _) = converged(false);
+    let cache = synced_cache((img, sh, Some(acceptance())));
+    let (client, handle) = mock_client();
+    let storm = Arc::new(AtomicBool::new(true));
+    let raging = storm.clone();
+    let log = serve(handle, move |seen| {
+        let write = matches!(seen.method.as_str(), "PATCH" | "DELETE") && !seen.is_event();
+        (write && raging.load(Ordering::SeqCst)).then_some(Reply::Fail(StatusCode::INTERNAL_SERVER_ERROR))
+    });
+    let ctx = context(client, cache);
+    let ns = Arc::new(tenant("tenant-a"));
+
+    // Every write answered 500: each reconcile fails with all three refused, and is retried.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let err = controller::reconcile(ns.clone(), ctx.clone())
+            .await
+            .expect_err("500s fail the reconcile");
+        let Error::Writes { failed, reason, .. } = &err;
+        assert_eq!((*failed, *reason), (3, "ServerError"));
+        waits.push(requeue_after(&controller::error_policy(ns.clone(), &err, ctx.clone())));
+    }
+    assert_eq!(ctx.state.metrics.write_errors(WriteKind::Status, "ServerError"), 10);
+    assert_eq!(ctx.state.metrics.write_errors(WriteKind::Grant, "ServerError"), 5);
+    // A storm of conflicts continues it, up to the cap and beyond.
+    let conflict = Error::Writes {
+        failed: 1,
+        first: "applying Role ims-image-centos-web: conflict (409)".into(),
+        reason: "Conflict",
+    };
+    for _ in 5..16 {
+        waits.push(requeue_after(&controller::error_policy(
+            ns.clone(),
+            &conflict,
+            ctx.clone(),
+        )));
+    }
+    for (n, wait) in waits.iter().enumerate() {
+        within_jitter(n, *wait);
+        assert!(*wait <= MAX_BACKOFF);
+    }
+    // Up to the ninth failure (256 s) the jitter ranges of consecutive failures touch, so the
+    // waits never shrink; from then on they stay in the capped range.
+    assert!(waits[..9].windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+    assert!(waits[9..].iter().all(|w| *w >= MAX_BACKOFF / 2), "{waits:?}");
+    assert!(
+        waits.iter().enumerate().any(|(n, w)| *w != ceiling(n)),
+        "jittered: {waits:?}"
+    );
+    // Another namespace's failures are counted on their own.
+    let other = Arc::new(tenant("tenant-b"));
+    within_jitter(
+        0,
+        requeue_after(&controller::error_policy(other, &conflict, ctx.clone())),
     );
     let metrics = ctx.state.metrics_text();
     assert!(
-        metrics.contains("ims_reconcile_errors_total{reason=\"Api409\"} 3"),
+        metrics.contains("ims_reconcile_errors_total{reason=\"ServerError\"} 5"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("ims_reconcile_errors_total{reason=\"Conflict\"} 12"),
+        "{metrics}"
+    );
+
+    // Once the writes succeed again, the backoff starts over.
+    storm.store(false, Ordering::SeqCst);
+    let before = writes(&log).len();
+    controller::reconcile(ns.clone(), ctx.clone())
+        .await
+        .expect("the storm is over");
+    assert!(writes(&log).len() > before);
+    within_jitter(0, requeue_after(&controller::error_policy(ns, &conflict, ctx.clone())));
 }
 
-/// Triggers a feed sends for a sequence of watch events.
-async fn triggers_of<K: ims_operator::controller::cache::Cached>(
+#[tokio::test]
+async fn a_namespace_being_deleted_gets_no_write_at_all() {
+    let (img, sh, _, _) = converged(false);
+    let cache = synced_cache((img, sh, Some(acceptance())));
+    let (client, mut handle) = mock_client();
+    let ctx = context(client, cache);
+    let mut ns = tenant("tenant-a");
+    ns.metadata.deletion_timestamp = Some(Time(now()));
+    let action = controller::reconcile(Arc::new(ns), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    drop(ctx);
+    assert!(handle.next_request().await.is_none(), "no request was sent");
+}
+
+fn sink(
     cache: Arc<Cache>,
-    events: Vec<kube::runtime::watcher::Event<kube::core::DeserializeGuard<K>>>,
-) -> std::collections::BTreeSet<String> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (invalid, _invalid_rx) = tokio::sync::mpsc::unbounded_channel();
-    let sink = ims_operator::controller::feed::FeedSink {
+) -> (
+    FeedSink,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::sync::mpsc::UnboundedReceiver<UnreadableReport>,
+) {
+    let (triggers, triggered) = tokio::sync::mpsc::unbounded_channel();
+    let (invalid, reports) = tokio::sync::mpsc::unbounded_channel();
+    let sink = FeedSink {
         cache,
-        triggers: tx,
+        state: Arc::new(State::default()),
+        triggers,
         invalid,
     };
+    (sink, triggered, reports)
+}
+
+/// Feeds a sequence of watch events; returns the tenants it asked to reconcile and the
+/// unreadable objects it reported.
+async fn feed_events<K>(
+    cache: Arc<Cache>,
+    kind: &'static str,
+    events: Vec<watcher::Event<Guarded<K>>>,
+) -> (std::collections::BTreeSet<String>, Vec<UnreadableReport>)
+where
+    K: Cached + ims_operator::controller::guard::Salvage,
+{
+    let (sink, mut triggered, mut invalid) = sink(cache);
     let stream = futures::stream::iter(events.into_iter().map(Ok));
-    ims_operator::controller::feed::feed_guarded::<K>("test", stream, sink).await;
-    let mut out = std::collections::BTreeSet::new();
-    while let Ok(ns) = rx.try_recv() {
-        out.insert(ns);
+    feed_guarded::<K>(kind, stream, sink).await;
+    let mut touched = std::collections::BTreeSet::new();
+    while let Ok(ns) = triggered.try_recv() {
+        touched.insert(ns);
     }
-    out
+    let mut reports = Vec::new();
+    while let Ok(r) = invalid.try_recv() {
+        reports.push(r);
+    }
+    (touched, reports)
 }
 
 #[tokio::test]
 async fn an_acceptance_deleted_while_the_watch_was_down_reconciles_its_owner_too() {
-    use kube::{core::DeserializeGuard, runtime::watcher::Event};
+    use watcher::Event;
     let (img, sh, acc, _) = converged(true);
     let cache = synced_cache((img, sh, acc));
     // The relist after a watch outage no longer holds the acceptance.
-    let touched = triggers_of::<ShareAcceptance>(cache.clone(), vec![Event::Init, Event::InitDone]).await;
+    let (touched, _) =
+        feed_events::<ShareAcceptance>(cache.clone(), "ShareAcceptance", vec![Event::Init, Event::InitDone]).await;
     assert!(
         touched.contains("tenant-a") && touched.contains("tenant-b"),
         "{touched:?}"
@@ -441,8 +1005,113 @@ async fn an_acceptance_deleted_while_the_watch_was_down_reconciles_its_owner_too
     // And an update that changes what an object relates to tells both the old and the new side.
     let mut s = share();
     s.spec.recipients = vec!["tenant-c".into()];
-    let touched = triggers_of::<ImageShare>(cache, vec![Event::Apply(DeserializeGuard(Ok(s)))]).await;
+    let (touched, _) = feed_events::<ImageShare>(cache, "ImageShare", vec![Event::Apply(Guarded(Ok(s)))]).await;
     assert_eq!(touched, ["tenant-a", "tenant-b", "tenant-c"].map(String::from).into());
+}
+
+fn guarded_acceptance(name: &str, version: &str, images: &[&str], decision: Value) -> Guarded<ShareAcceptance> {
+    serde_json::from_value(json!({
+        "apiVersion": "ims.imageshare.io/v1alpha1", "kind": "ShareAcceptance",
+        "metadata": {
+            "name": name, "namespace": "tenant-b", "uid": format!("uid-{name}"),
+            "resourceVersion": version, "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {"owner": "tenant-a", "images": images, "decision": decision},
+    }))
+    .unwrap()
+}
+
+/// Image x of tenant-a, offered to tenant-b and recorded Pending in the share's status.
+fn offered_x() -> Arc<Cache> {
+    let x = image_in("tenant-a", "x", "uid-x");
+    let sh = share_of(&["x"]);
+    let snap = snapshot_of(vec![x.clone()], vec![sh.clone()], vec![]);
+    let a = Evaluator::new(&snap).tenant("tenant-a");
+    let (mut x, mut sh) = (x, sh);
+    x.status = Some(a.images[0].status.clone());
+    sh.status = Some(a.shares[0].status.clone());
+    assert_eq!(a.shares[0].status.images[0].pending, vec!["tenant-b".to_string()]);
+    synced_cache_of(vec![x], vec![sh], vec![])
+}
+
+/// The state of (x, tenant-b) the owner's evaluation decides, and how many grants it wants.
+fn pair_of_x(cache: &Cache) -> (&'static str, usize) {
+    let (outcome, _, _) = cache.evaluate("tenant-a", now());
+    let image = &outcome.shares[0].status.images[0];
+    assert_eq!(image.name, "x");
+    let b = "tenant-b".to_string();
+    let state = [
+        ("Pending", &image.pending),
+        ("Accepted", &image.accepted),
+        ("Rejected", &image.rejected),
+        ("Removed", &image.removed),
+    ]
+    .into_iter()
+    .find(|(_, list)| list.contains(&b))
+    .map_or("NotOffered", |(state, _)| state);
+    (state, outcome.grants.len())
+}
+
+#[tokio::test]
+async fn an_unreadable_version_of_a_reject_keeps_the_reject() {
+    use watcher::Event;
+    let cache = offered_x();
+    let reject = guarded_acceptance("reject-x", "1", &["x"], json!("Reject"));
+    let accept_all = guarded_acceptance("accept-all", "2", &[], json!("Accept"));
+    assert!(reject.0.is_ok() && accept_all.0.is_ok());
+    let (_, reports) = feed_events::<ShareAcceptance>(
+        cache.clone(),
+        "ShareAcceptance",
+        vec![Event::Apply(reject), Event::Apply(accept_all)],
+    )
+    .await;
+    assert!(reports.is_empty());
+    assert_eq!(pair_of_x(&cache), ("Rejected", 0), "the named Reject beats accept-all");
+
+    // Its next version does not decode: the Reject that was read stays in use.
+    let broken = guarded_acceptance("reject-x", "3", &["x"], json!(7));
+    assert!(broken.0.is_err(), "decision 7 does not decode");
+    let (touched, reports) =
+        feed_events::<ShareAcceptance>(cache.clone(), "ShareAcceptance", vec![Event::Apply(broken.clone())]).await;
+    assert!(touched.contains("tenant-a"), "{touched:?}");
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].kept_last_version);
+    assert_eq!(reports[0].metadata.name.as_deref(), Some("reject-x"));
+    assert!(cache.is_unreadable("ShareAcceptance", "tenant-b", "reject-x"));
+    assert!(cache.with_snapshot(|s| s.unreadable().acceptances.is_empty()));
+    assert_eq!(pair_of_x(&cache), ("Rejected", 0));
+
+    // Only when it is gone does accept-all decide.
+    feed_events::<ShareAcceptance>(cache.clone(), "ShareAcceptance", vec![Event::Delete(broken)]).await;
+    assert!(!cache.is_unreadable("ShareAcceptance", "tenant-b", "reject-x"));
+    assert_eq!(pair_of_x(&cache), ("Accepted", 1));
+}
+
+#[tokio::test]
+async fn a_never_decoded_acceptance_keeps_a_pending_pair_pending() {
+    use watcher::Event;
+    let cache = offered_x();
+    let accept_all = guarded_acceptance("accept-all", "1", &[], json!("Accept"));
+    feed_events::<ShareAcceptance>(cache.clone(), "ShareAcceptance", vec![Event::Apply(accept_all)]).await;
+    assert_eq!(pair_of_x(&cache), ("Accepted", 1), "accept-all alone accepts");
+
+    let unknown = guarded_acceptance("mystery", "2", &["x"], json!(7));
+    assert!(unknown.0.is_err());
+    let (touched, reports) =
+        feed_events::<ShareAcceptance>(cache.clone(), "ShareAcceptance", vec![Event::Apply(unknown.clone())]).await;
+    assert!(
+        touched.contains("tenant-a"),
+        "the owners sharing with tenant-b: {touched:?}"
+    );
+    assert_eq!(reports.len(), 1);
+    assert!(!reports[0].kept_last_version);
+    let recorded = cache.with_snapshot(|s| s.unreadable().acceptances.get("tenant-b").cloned());
+    assert_eq!(recorded, Some(["mystery".to_string()].into()));
+    // It might be a Reject of x: the pair keeps its recorded state, and nothing is granted.
+    assert_eq!(pair_of_x(&cache), ("Pending", 0));
+
+    feed_events::<ShareAcceptance>(cache.clone(), "ShareAcceptance", vec![Event::Delete(unknown)]).await;
+    assert_eq!(pair_of_x(&cache), ("Accepted", 1));
 }
 
 #[tokio::test]
@@ -450,16 +1119,12 @@ async fn a_reconcile_waits_until_the_watch_brought_back_its_own_status_writes() 
     let (img, sh, _, _) = converged(false);
     let cache = synced_cache((img, sh, Some(acceptance())));
     let (client, mut handle) = mock_client();
-    let ctx = Arc::new(Context::new(client, cache.clone(), Arc::new(State::default()), None));
-    let ns = Arc::new(Namespace {
-        metadata: ObjectMeta {
-            name: Some("tenant-a".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
+    let ctx = context(client, cache.clone());
+    let ns = Arc::new(tenant("tenant-a"));
     let run = tokio::spawn(controller::reconcile(ns.clone(), ctx.clone()));
+    respond(&mut handle, StatusCode::NOT_FOUND, Value::Null).await; // GET Role
     respond(&mut handle, StatusCode::OK, Value::Null).await; // Role
+    respond(&mut handle, StatusCode::NOT_FOUND, Value::Null).await; // GET RoleBinding
     respond(&mut handle, StatusCode::OK, Value::Null).await; // RoleBinding
     let mut patched = serde_json::to_value(image()).unwrap();
     patched["metadata"]["resourceVersion"] = json!("101");
@@ -495,4 +1160,330 @@ async fn a_reconcile_waits_until_the_watch_brought_back_its_own_status_writes() 
     cache.observed("tenant-a", Some("103"));
     cache.expect_writes("tenant-a", vec!["103".into()]);
     assert!(!cache.awaiting_writes("tenant-a"));
+}
+
+// --- The leader lease fences writes ---
+
+/// Sets its flag when dropped: shows that a guarded write's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn lease_held_by(holder: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "ims-operator", "namespace": "ims-system", "resourceVersion": "7"},
+        "spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": 15,
+            "acquireTime": Timestamp::now().to_string(), "renewTime": Timestamp::now().to_string(),
+            "leaseTransitions": 0,
+        },
+    })
+}
+
+/// The lease is free: the first GET finds nothing, the create succeeds. Renewals are answered
+/// by `renewal` (after the lease was created).
+fn lease_rule(mut renewal: impl FnMut(&Seen) -> Reply + Send + 'static) -> impl FnMut(&Seen) -> Option<Reply> + Send {
+    let mut created = false;
+    move |seen| {
+        if !seen.is_lease() {
+            return None;
+        }
+        if seen.method == "POST" {
+            created = true;
+            return None;
+        }
+        created.then(|| renewal(seen))
+    }
+}
+
+/// A status apply through the fence, for a write against the mock API.
+fn guarded_write(
+    client: &Client,
+    fence: &Fence,
+    name: &str,
+    dropped: Option<Arc<AtomicBool>>,
+) -> impl std::future::Future<Output = Result<kube::Result<PrivateImage>, Fenced>> + Send + 'static {
+    let api: Api<PrivateImage> = Api::namespaced(client.clone(), "tenant-a");
+    let (fence, name) = (fence.clone(), name.to_string());
+    async move {
+        let write = async move {
+            let _flag = dropped.map(DropFlag);
+            let body = json!({"apiVersion": "ims.imageshare.io/v1alpha1", "kind": "PrivateImage", "status": {}});
+            api.patch_status(&name, &PatchParams::apply("test").force(), &Patch::Apply(body))
+                .await
+        };
+        fence.guard(write).await
+    }
+}
+
+fn lease_requests(log: &Log) -> Vec<(String, Duration)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.is_lease())
+        .map(|s| (s.method.clone(), s.at))
+        .collect()
+}
+
+fn near(at: Duration, secs: f64) -> bool {
+    let want = Duration::from_secs_f64(secs);
+    at >= want && at - want < Duration::from_millis(5)
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_are_fenced_once_renewals_fail_past_the_renew_deadline() {
+    let (client, handle) = mock_client();
+    let mut lease = lease_rule(|_| Reply::Fail(StatusCode::INTERNAL_SERVER_ERROR));
+    let log = serve(handle, move |seen| {
+        // The mock never answers this write.
+        if seen.path.ends_with("/in-flight/status") {
+            return Some(Reply::Hang);
+        }
+        lease(seen)
+    });
+    let elector = Arc::new(LeaderElector::new(client.clone(), "ims-system", "ims-operator", "me"));
+    let fence = elector.fence();
+    assert!(!fence.is_open());
+    assert_eq!(fence.guard(async {}).await, Err(Fenced), "not the leader yet");
+
+    let t0 = Instant::now();
+    elector.acquire().await;
+    assert!(fence.is_open());
+    assert_eq!(
+        lease_requests(&log),
+        vec![
+            ("GET".to_string(), Duration::ZERO),
+            ("POST".to_string(), Duration::ZERO)
+        ]
+    );
+    let holder = tokio::spawn({
+        let elector = elector.clone();
+        async move {
+            elector.hold().await;
+            t0.elapsed()
+        }
+    });
+
+    // Renewals fail, but the lease is valid until the renew deadline: writes still go through.
+    tokio::time::sleep_until(t0 + Duration::from_secs(9)).await;
+    assert!(fence.is_open());
+    let written = guarded_write(&client, &fence, "before", None).await;
+    assert!(matches!(written, Ok(Ok(_))), "{written:?}");
+
+    // A write in flight when the deadline passes is cancelled: no response is awaited.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let result = guarded_write(&client, &fence, "in-flight", Some(dropped.clone())).await;
+    let at = t0.elapsed();
+    assert_eq!(result.map(|_| ()), Err(Fenced));
+    assert!(near(at, 10.0), "cancelled at the renew deadline, not at {at:?}");
+    assert!(dropped.load(Ordering::SeqCst), "the request's future was dropped");
+    assert!(!fence.is_open());
+
+    // After the deadline nothing is even started.
+    let polled = Arc::new(AtomicBool::new(false));
+    let flag = polled.clone();
+    let refused = fence.guard(async move { flag.store(true, Ordering::SeqCst) }).await;
+    assert_eq!(refused, Err(Fenced));
+    assert!(!polled.load(Ordering::SeqCst));
+
+    let stepped_down = holder.await.unwrap();
+    assert!(
+        near(stepped_down, 10.0),
+        "hold gave up at the deadline, not at {stepped_down:?}"
+    );
+    // Renewal attempts every RETRY_PERIOD, all refused.
+    let renewals: Vec<Duration> = lease_requests(&log)[2..].iter().map(|(_, at)| *at).collect();
+    assert!(renewals.len() >= 4, "{renewals:?}");
+    for (i, at) in renewals.iter().take(4).enumerate() {
+        assert!(near(*at, 2.0 * (i + 1) as f64), "renewal {i} at {at:?}");
+    }
+    let paths: Vec<_> = writes(&log)
+        .into_iter()
+        .filter(|(_, p)| !p.contains("/leases"))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            req("PATCH", format!("{IMS_A}/privateimages/before/status")),
+            req("PATCH", format!("{IMS_A}/privateimages/in-flight/status")),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_hangs_does_not_outlive_the_renew_deadline() {
+    let (client, handle) = mock_client();
+    let mut lease = lease_rule(|_| Reply::Hang);
+    let log = serve(handle, move |seen| {
+        if seen.path.ends_with("/in-flight/status") {
+            return Some(Reply::Hang);
+        }
+        lease(seen)
+    });
+    let elector = Arc::new(LeaderElector::new(client.clone(), "ims-system", "ims-operator", "me"));
+    let fence = elector.fence();
+    let t0 = Instant::now();
+    elector.acquire().await;
+    let holder = tokio::spawn({
+        let elector = elector.clone();
+        async move {
+            elector.hold().await;
+            t0.elapsed()
+        }
+    });
+    // A write that starts at 3 s and is never answered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let in_flight = tokio::spawn({
+        let write = guarded_write(&client, &fence, "in-flight", Some(dropped.clone()));
+        async move { (write.await.map(|_| ()), t0.elapsed()) }
+    });
+    tokio::time::sleep_until(t0 + Duration::from_millis(9_990)).await;
+    assert!(fence.is_open(), "valid until the renew deadline");
+    assert_eq!(fence.guard(async { 1 }).await, Ok(1));
+    assert!(!in_flight.is_finished());
+
+    let (result, at) = in_flight.await.unwrap();
+    assert_eq!(result, Err(Fenced));
+    assert!(near(at, 10.0), "cancelled at {at:?}");
+    assert!(dropped.load(Ordering::SeqCst));
+    let stepped_down = holder.await.unwrap();
+    assert!(near(stepped_down, 10.0), "hold gave up at {stepped_down:?}");
+    assert!(!fence.is_open());
+    assert_eq!(fence.guard(async { 1 }).await, Err(Fenced));
+    // One renewal was sent at 2 s and never answered; it was not retried past the deadline.
+    let lease = lease_requests(&log);
+    assert_eq!(lease.len(), 3, "{lease:?}");
+    assert_eq!(lease[2].0, "GET");
+    assert!(near(lease[2].1, 2.0), "{lease:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_taken_by_another_replica_closes_the_fence_at_once() {
+    let (client, handle) = mock_client();
+    let mut lease = lease_rule(|_| Reply::Ok(StatusCode::OK, lease_held_by("other")));
+    let log = serve(handle, move |seen| {
+        if seen.path.ends_with("/in-flight/status") {
+            return Some(Reply::Hang);
+        }
+        lease(seen)
+    });
+    let elector = Arc::new(LeaderElector::new(client.clone(), "ims-system", "ims-operator", "me"));
+    let fence = elector.fence();
+    let t0 = Instant::now();
+    elector.acquire().await;
+    let holder = tokio::spawn({
+        let elector = elector.clone();
+        async move {
+            elector.hold().await;
+            t0.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let in_flight = tokio::spawn({
+        let write = guarded_write(&client, &fence, "in-flight", Some(dropped.clone()));
+        async move { (write.await.map(|_| ()), t0.elapsed()) }
+    });
+    // The first renewal, at 2 s, finds the lease held by another identity.
+    let stepped_down = holder.await.unwrap();
+    assert!(near(stepped_down, 2.0), "stepped down at {stepped_down:?}");
+    assert!(!fence.is_open(), "closed long before the renew deadline");
+    let (result, at) = in_flight.await.unwrap();
+    assert_eq!(result, Err(Fenced));
+    assert!(near(at, 2.0), "the write in flight was cancelled at {at:?}");
+    assert!(dropped.load(Ordering::SeqCst));
+    assert_eq!(fence.guard(async { 1 }).await, Err(Fenced));
+    // It only read the lease: nothing was written over the other holder.
+    let lease = lease_requests(&log);
+    assert_eq!(
+        lease.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+        ["GET", "POST", "GET"]
+    );
+}
+
+#[tokio::test]
+async fn release_fences_writes_first_then_clears_the_holder() {
+    let (client, mut handle) = mock_client();
+    let elector = Arc::new(LeaderElector::new(client.clone(), "ims-system", "ims-operator", "me"));
+    let fence = elector.fence();
+    let acquire = tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.acquire().await }
+    });
+    let (m, path, _, _) = respond(&mut handle, StatusCode::NOT_FOUND, Value::Null).await;
+    assert_eq!((m, path), req("GET", LEASE.to_string()));
+    let (m, _, _, created) = respond(&mut handle, StatusCode::CREATED, Value::Null).await;
+    assert_eq!(m, "POST");
+    assert_eq!(created["spec"]["holderIdentity"], "me");
+    acquire.await.unwrap();
+    assert!(fence.is_open());
+
+    // A write in flight when the shutdown begins.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let in_flight = tokio::spawn(guarded_write(&client, &fence, "in-flight", Some(dropped.clone())));
+    let (request, _unanswered) = handle.next_request().await.expect("the write is sent");
+    assert!(request.uri().path().ends_with("/in-flight/status"));
+
+    let release = tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.release().await }
+    });
+    // By the time release reads the lease, the fence is closed.
+    let (request, send) = handle.next_request().await.expect("release reads the lease");
+    assert_eq!((request.method().as_str(), request.uri().path()), ("GET", LEASE));
+    assert!(!fence.is_open());
+    assert_eq!(in_flight.await.unwrap().map(|_| ()), Err(Fenced));
+    assert!(dropped.load(Ordering::SeqCst), "the write in flight was dropped");
+    let polled = Arc::new(AtomicBool::new(false));
+    let flag = polled.clone();
+    assert_eq!(
+        fence.guard(async move { flag.store(true, Ordering::SeqCst) }).await,
+        Err(Fenced)
+    );
+    assert!(!polled.load(Ordering::SeqCst), "a refused write is never started");
+
+    reply(send, StatusCode::OK, &lease_held_by("me"));
+    let (m, path, _, put) = respond(&mut handle, StatusCode::OK, Value::Null).await;
+    assert_eq!((m, path), req("PUT", LEASE.to_string()));
+    assert!(
+        put["spec"].get("holderIdentity").is_none_or(Value::is_null),
+        "the holder is cleared: {put}"
+    );
+    assert_eq!(put["metadata"]["resourceVersion"], "7", "a replace of the version read");
+    release.await.unwrap();
+    assert_eq!(fence.guard(async { 1 }).await, Err(Fenced));
+    drop((elector, client, fence));
+    assert!(handle.next_request().await.is_none(), "nothing else was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fence_closes_by_its_own_clock_even_without_a_renewal_loop() {
+    // A renewal loop that stalls (here: none runs at all) must not keep writes open.
+    let (client, handle) = mock_client();
+    let mut lease = lease_rule(|_| Reply::Hang);
+    let log = serve(handle, move |seen| {
+        if seen.path.ends_with("/in-flight/status") {
+            return Some(Reply::Hang);
+        }
+        lease(seen)
+    });
+    let elector = LeaderElector::new(client.clone(), "ims-system", "ims-operator", "me");
+    let fence = elector.fence();
+    let t0 = Instant::now();
+    elector.acquire().await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let result = guarded_write(&client, &fence, "in-flight", Some(dropped.clone())).await;
+    let at = t0.elapsed();
+    assert_eq!(result.map(|_| ()), Err(Fenced));
+    assert!(near(at, 10.0), "cancelled at {at:?}");
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(!fence.is_open());
+    assert_eq!(lease_requests(&log).len(), 2, "only the acquisition");
 }
