@@ -1407,3 +1407,28 @@ fn a_blocked_grant_is_reported_on_the_image() {
     s.snap.set_grant_fault("a", "web", None);
     assert_eq!(granted(s.settle().image("a", "web")), None);
 }
+
+#[test]
+fn expiry_is_named_even_when_the_owner_record_was_rewritten_first() {
+    // The owner's reconcile may write its share status (dropping the pair) before the
+    // recipient's reconcile runs: the recipient is still told the share expired.
+    let mut s = Scenario::cluster();
+    let mut sh = share("a", "s", &["web"], &["b"], 1);
+    sh.spec.expires_at = Some(Time(from_now(60)));
+    s.namespaces(&["a", "b"])
+        .image(image("a", "web", 0))
+        .share(sh)
+        .acceptance(acceptance("b", "all", "a", &[], Decision::Accept, 2));
+    s.settle();
+    s.snap.set_now(from_now(120));
+    let owner_only: Vec<_> = s.eval().0.into_iter().filter(|o| o.namespace == "a").collect();
+    feed_back(&mut s.snap, &owner_only);
+    let out = s.eval();
+    let notes: Vec<&str> = out
+        .events_on("ShareAcceptance", "b", "all")
+        .iter()
+        .filter(|e| e.reason == "AccessRevoked")
+        .map(|e| e.note.as_str())
+        .collect();
+    assert_eq!(notes, ["image web of a: the share expired"]);
+}
