@@ -1,4 +1,4 @@
-//! The operator's configuration file (SPEC §3.1), shared by `run --config` and
+//! The operator's configuration file (see README.md), shared by `run --config` and
 //! `simulate --config`, and rendered by the Helm chart from `values.yaml`.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! ims-operator: private-image sharing between Kubernetes tenants (see SPEC.md).
+//! ims-operator: private-image sharing between Kubernetes tenants (see README.md and docs/security.md).
 
 pub mod api;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The three custom resources of `ims.imageshare.io/v1alpha1` (SPEC §2).
+//! The three custom resources of `ims.imageshare.io/v1alpha1` (see README.md).
 //!
 //! Types only: no I/O. Validation that the API server can do on its own (enums, ranges, sizes,
 //! patterns, CEL rules) lives here in the schema, so `kubectl apply` rejects bad input.
@@ -65,7 +65,7 @@ pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == READY)
 }
 
-/// Share state of an offered (image, recipient) pair (SPEC §3).
+/// Share state of an offered (image, recipient) pair (see README.md).
 #[derive(
     serde::Serialize, serde::Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
 )]

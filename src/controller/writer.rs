@@ -150,6 +150,16 @@ impl Writer<'_> {
         });
     }
 
+    /// An object of this namespace, to report a failure on.
+    fn regarding<K: Resource<DynamicType = ()>>(&self, name: &str) -> Regarding {
+        Regarding {
+            kind: static_kind::<K>(),
+            namespace: Some(self.ns.to_string()),
+            name: name.to_string(),
+            uid: None,
+        }
+    }
+
     /// Server-side applies a status. An object deleted in the meantime needs none.
     async fn patch_status<K, S>(&self, name: &str, status: &S, report: &mut WriteReport) -> Result<(), Fenced>
     where
@@ -178,12 +188,7 @@ impl Writer<'_> {
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
-                let regarding = Regarding {
-                    kind: static_kind::<K>(),
-                    namespace: Some(self.ns.to_string()),
-                    name: name.to_string(),
-                    uid: None,
-                };
+                let regarding = self.regarding::<K>(name);
                 self.fail(
                     report,
                     WriteKind::Status,
@@ -364,12 +369,7 @@ impl Writer<'_> {
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
-                let regarding = Regarding {
-                    kind: static_kind::<K>(),
-                    namespace: Some(self.ns.to_string()),
-                    name: name.to_string(),
-                    uid: None,
-                };
+                let regarding = self.regarding::<K>(name);
                 self.fail(
                     report,
                     WriteKind::Prune,

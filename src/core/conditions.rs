@@ -1,4 +1,4 @@
-//! `metav1.Condition` building with the time-insensitive rules of SPEC §2: the
+//! `metav1.Condition` building with the time-insensitive rules of the README: the
 //! `lastTransitionTime` moves only when `status` flips, so an unchanged verdict yields a status
 //! equal to the current one and nothing is written.
 

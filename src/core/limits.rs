@@ -1,4 +1,4 @@
-//! Per-tenant limits and regions (SPEC §3.1, §3.2).
+//! Per-tenant limits and regions (see README.md).
 
 use crate::config::{Limit, UNLIMITED};
 

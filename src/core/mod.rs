@@ -1,5 +1,5 @@
 //! The decision engine: pure functions from a snapshot of objects to the statuses, grants and
-//! events the controller must write (SPEC §3). No I/O, no clock, no randomness: `simulate` and
+//! events the controller must write (see README.md). No I/O, no clock, no randomness: `simulate` and
 //! the controller both call it.
 
 pub mod conditions;

@@ -1,5 +1,5 @@
 //! Owner-side evaluation: which images are admitted and Ready, which (image, recipient) pairs
-//! are offered under the limits, and the state of each offered pair (SPEC §3, §3.1).
+//! are offered under the limits, and the state of each offered pair (see README.md).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -27,7 +27,7 @@ pub mod image_reason {
     pub const SOURCE_UNSUPPORTED: &str = "SourceUnsupported";
 }
 
-/// Why a listed (image, recipient) pair is not offered, in the precedence order of SPEC §2.2.
+/// Why a listed (image, recipient) pair is not offered, in the precedence order of the README
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Refusal {
     Expired,

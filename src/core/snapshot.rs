@@ -14,7 +14,7 @@ use crate::{
     config::{Config, SubjectTemplate},
 };
 
-/// Position of an object in the "oldest first" order of SPEC §3.1: objects with a
+/// Position of an object in the "oldest first" order of the README: objects with a
 /// `creationTimestamp` by time, then those without in input order; name breaks ties.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgeKey {
@@ -148,7 +148,7 @@ pub enum MachineState {
 }
 
 impl MachineState {
-    /// Whether a KubeVirt VirtualMachine (as JSON) counts as stopped (SPEC §2.1: only a
+    /// Whether a KubeVirt VirtualMachine (as JSON) counts as stopped (only a
     /// stopped machine can become an image): what KubeVirt reports, or without a status, what
     /// its spec asks for.
     pub fn of_virtual_machine(vm: &serde_json::Value) -> Self {

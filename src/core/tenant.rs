@@ -20,7 +20,7 @@ use super::{
     snapshot::{Entry, Snapshot},
 };
 
-/// The most images a ShareAcceptance status lists (SPEC §2.3).
+/// The most images a ShareAcceptance status lists (see README.md).
 pub const MAX_RECEIVED_IMAGES: usize = 1000;
 /// The serialized size the listed images may take. 1,000 entries with the longest allowed
 /// URLs and names would come to about 3 MB, twice what etcd stores in one object; the list

@@ -1,4 +1,4 @@
-//! `ims-operator simulate`: the controller's decision code run offline on manifests (SPEC §4).
+//! `ims-operator simulate`: the controller's decision code run offline on manifests (see README.md).
 
 mod table;
 
