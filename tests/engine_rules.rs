@@ -1432,3 +1432,62 @@ fn expiry_is_named_even_when_the_owner_record_was_rewritten_first() {
         .collect();
     assert_eq!(notes, ["image web of a: the share expired"]);
 }
+
+#[test]
+fn an_image_keeps_its_shared_slot_when_the_owner_swaps_its_recipients() {
+    // One shared image allowed. "db" is listed by the older share but its claim is not Bound
+    // yet, so "web" takes the slot. Then db's claim binds and the owner swaps web's recipient b
+    // for c in the same moment: web keeps its slot (it still has an admitted pair), c is
+    // offered, and db waits.
+    let mut s = Scenario::new(limits(10, 1, 128), World::Cluster { kubevirt: true });
+    s.namespaces(&["a", "b", "c"])
+        .image(volume_image("a", "db", "db-disk", 0))
+        .image(image("a", "web", 0))
+        .share(share("a", "s-db", &["db"], &["b"], 1))
+        .share(share("a", "s-web", &["web"], &["b"], 2));
+    s.snap.set_volume("a", "db-disk", Some(VolumeState::NotBound));
+    let out = s.settle();
+    assert_eq!(
+        pair_state(out.share("a", "s-web"), "web", "b"),
+        Some(ShareState::Pending)
+    );
+    s.snap.set_volume("a", "db-disk", Some(VolumeState::Bound));
+    let mut sh = s.get_share("a", "s-web");
+    sh.spec.recipients = vec!["c".into()];
+    s.share(sh);
+    let out = s.settle();
+    assert_eq!(
+        pair_state(out.share("a", "s-web"), "web", "c"),
+        Some(ShareState::Pending)
+    );
+    assert_eq!(sr(&out.share("a", "s-web").conditions), t("True", "AllOffered"));
+    assert_eq!(
+        sr(&out.share("a", "s-db").conditions),
+        t("False", "SharedImageLimitExceeded")
+    );
+}
+
+#[test]
+fn shared_images_are_admitted_by_the_oldest_share_that_lists_them() {
+    // "old" is listed first by the oldest share, whose only recipient is in another region;
+    // "new" is listed by a younger share only. Both are then shared with c: with room for one
+    // shared image, "old" wins, although the first share that offered a valid pair of it is
+    // younger than the one listing "new".
+    let mut s = Scenario::new(limits(10, 1, 128), World::Cluster { kubevirt: true });
+    s.namespaces(&["a", "c"])
+        .namespace("far", &[(REGION, "elsewhere")], &[])
+        .image(image("a", "old", 0))
+        .image(image("a", "new", 0))
+        .share(share("a", "first", &["old"], &["far"], 1))
+        .share(share("a", "second", &["new"], &["c"], 2))
+        .share(share("a", "third", &["old"], &["c"], 3));
+    let out = s.eval();
+    assert_eq!(
+        pair_state(out.share("a", "third"), "old", "c"),
+        Some(ShareState::Pending)
+    );
+    assert_eq!(
+        sr(&out.share("a", "second").conditions),
+        t("False", "SharedImageLimitExceeded")
+    );
+}

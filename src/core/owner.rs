@@ -404,7 +404,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         }
     }
 
-    // Candidate pairs in admission order: oldest share first, then spec order.
+    // Candidate pairs: listed by a share that has not expired, image and recipient not refused.
     let mut image_order: Vec<&str> = Vec::new();
     let mut recipients: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
@@ -428,12 +428,40 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
     }
+    // Admission order: an image by the oldest share that lists it (expired or not, whether or
+    // not its recipients there are refused), then that share's `spec.images` order; a recipient
+    // of an image by the oldest share that lists the pair, then `spec.recipients` order.
+    // Refusals of images and recipients do not depend on the share, so only expired shares can
+    // put a pair earlier than the loop above found it.
+    let mut image_rank: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (s, share) in shares.iter().enumerate() {
+        for (i, image) in share.object.spec.images.iter().enumerate() {
+            image_rank.entry(image).or_insert((s, i));
+        }
+    }
+    image_order.sort_by_key(|image| image_rank[image]);
+    if shares.iter().any(|s| is_expired(snap, &s.object)) {
+        let mut pair_rank: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        for (s, share) in shares.iter().enumerate() {
+            for image in &share.object.spec.images {
+                for (j, r) in share.object.spec.recipients.iter().enumerate() {
+                    pair_rank.entry((image, r)).or_insert((s, j));
+                }
+            }
+        }
+        for (image, list) in recipients.iter_mut() {
+            list.sort_by_key(|r| pair_rank[&(*image, *r)]);
+        }
+    }
 
     let limits = &eval.limits;
+    // Sticky: an image with an admitted pair keeps its slot while it is still shared, also when
+    // the owner swapped the recipients it had for others.
+    let recorded_images: BTreeSet<&str> = admitted.iter().map(|(image, _)| *image).collect();
     let mut counted_images: BTreeSet<&str> = image_order
         .iter()
         .copied()
-        .filter(|img| recipients[img].iter().any(|r| admitted.contains(&(*img, *r))))
+        .filter(|img| recorded_images.contains(img))
         .collect();
     counted_images.extend(held.keys().copied());
     let mut used_images = counted_images.len();
