@@ -1,132 +1,64 @@
-//! A small block-style YAML writer for `simulate -o yaml`, whose output is a contract: any
-//! YAML 1.1 or 1.2 reader (kubectl, PyYAML) must read back the same values. A string is written
-//! plain only when it can not be mistaken for anything else (bool words like `yes`/`on`/`y`,
-//! null, numbers including `0755` and `1_000`, timestamps, indicators); otherwise it is written
-//! as a JSON string, which is a valid double-quoted YAML scalar.
+//! YAML in and out, through serde-saphyr (maintained; kube itself uses it).
+//!
+//! Output (`simulate -o yaml`, `ims-operator crd`) is a contract (README.md, "simulate: check
+//! manifests offline"): every YAML 1.1 or 1.2 reader — kubectl, PyYAML — must read back the
+//! values given, for every character. serde-saphyr's serializer guarantees that with its default
+//! `yaml_12: false`: strings a YAML 1.1 reader would resolve to something else (`yes`, `on`,
+//! `y`, `0755`, `1_000`, `12:30`, timestamps, `~`) are quoted, and characters a YAML 1.1 reader
+//! rejects raw (DEL, C1 controls, U+FFFE) or reads as line breaks (NEL, LS, PS) are written as
+//! escapes in double-quoted scalars. tests/golden.rs holds it to that with PyYAML and kubectl,
+//! so an own writer is not needed.
 
+use serde::Serialize;
 use serde_json::Value;
 
-/// Renders one document (without the leading `---`).
-pub fn to_string(value: &Value) -> String {
-    let mut out = String::new();
-    match value {
-        Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
-        Value::Array(items) if !items.is_empty() => write_seq(&mut out, items, 0),
-        scalar => {
-            out.push_str(&scalar_text(scalar));
-            out.push('\n');
-        }
+/// Serializer options: block style, sequences under a key not indented (kubectl's layout),
+/// YAML 1.1-safe quoting (`yaml_12: false`, which also omits a `%YAML` directive).
+fn options() -> serde_saphyr::SerializerOptions {
+    serde_saphyr::ser_options! {
+        yaml_12: false,
+        compact_list_indent: true,
+        indent_step: 2,
     }
-    out
 }
 
-/// Renders a multi-document stream.
+/// Renders one document (without a leading `---`).
+pub fn to_string<T: Serialize>(value: &T) -> String {
+    serde_saphyr::to_string_with_options(value, options()).expect("JSON-like values serialize to YAML")
+}
+
+/// Renders a multi-document stream, each document after a `---` line.
 pub fn stream<'a>(docs: impl IntoIterator<Item = &'a Value>) -> String {
     docs.into_iter().map(|d| format!("---\n{}", to_string(d))).collect()
-}
-
-fn indent(out: &mut String, n: usize) {
-    out.extend(std::iter::repeat_n(' ', n));
-}
-
-fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, level: usize) {
-    for (key, value) in map {
-        indent(out, level);
-        out.push_str(&string_text(key));
-        out.push(':');
-        write_child(out, value, level + 2, level);
-    }
-}
-
-fn write_seq(out: &mut String, items: &[Value], level: usize) {
-    for item in items {
-        indent(out, level);
-        out.push('-');
-        match item {
-            Value::Object(map) if !map.is_empty() => {
-                // First key on the dash line, the rest aligned under it.
-                let mut nested = String::new();
-                write_map(&mut nested, map, level + 2);
-                out.push(' ');
-                out.push_str(&nested[level + 2..]);
-            }
-            Value::Array(inner) if !inner.is_empty() => {
-                out.push('\n');
-                write_seq(out, inner, level + 2);
-            }
-            scalar => {
-                out.push(' ');
-                out.push_str(&scalar_text(scalar));
-                out.push('\n');
-            }
-        }
-    }
-}
-
-/// Writes the value after `key:`; sequences under a map key are not indented (kubectl style).
-fn write_child(out: &mut String, value: &Value, map_level: usize, key_level: usize) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            out.push('\n');
-            write_map(out, map, map_level);
-        }
-        Value::Array(items) if !items.is_empty() => {
-            out.push('\n');
-            write_seq(out, items, key_level);
-        }
-        scalar => {
-            out.push(' ');
-            out.push_str(&scalar_text(scalar));
-            out.push('\n');
-        }
-    }
-}
-
-fn scalar_text(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => string_text(s),
-        Value::Array(_) => "[]".into(),
-        Value::Object(_) => "{}".into(),
-    }
-}
-
-fn string_text(s: &str) -> String {
-    if is_plain_safe(s) {
-        s.to_string()
-    } else {
-        serde_json::to_string(s).expect("strings serialize")
-    }
-}
-
-/// Words that some YAML version resolves to a bool or null.
-const RESERVED: &[&str] = &[
-    "y", "yes", "n", "no", "true", "false", "on", "off", "null", "nan", "inf",
-];
-
-/// A conservative test for strings that every YAML reader reads back as the same string: they
-/// start with a letter, contain only letters, digits and `-_./`, and are no reserved word.
-fn is_plain_safe(s: &str) -> bool {
-    let mut chars = s.chars();
-    let Some(first) = chars.next() else { return false };
-    if !first.is_ascii_alphabetic() {
-        return false;
-    }
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-    {
-        return false;
-    }
-    !RESERVED.contains(&s.to_ascii_lowercase().as_str())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// YAML 1.1's printable characters (production c-printable) minus the ones a YAML 1.1
+    /// reader takes for line breaks or a byte order mark.
+    fn is_yaml_1_1_plain_char(c: char) -> bool {
+        matches!(c as u32, 0x09 | 0x0A | 0x20..=0x7E | 0xA0..=0x2027 | 0x202A..=0xD7FF | 0xE000..=0xFEFE | 0xFF00..=0xFFFD | 0x10000..)
+    }
+
+    #[test]
+    fn every_character_is_written_yaml_1_1_safe_and_reads_back() {
+        let mut strings = Vec::new();
+        for code in (0..0x3000).chain([0xD7FF, 0xE000, 0xFEFF, 0xFFFD, 0xFFFE, 0xFFFF, 0x1F600, 0x10FFFF]) {
+            if let Some(c) = char::from_u32(code) {
+                strings.push(format!("{c}"));
+                strings.push(format!("a{c}b c"));
+            }
+        }
+        let doc = json!({ "values": strings, "keys": strings.iter().map(|s| json!({ s: s })).collect::<Vec<_>>() });
+        let text = to_string(&doc);
+        let raw: Vec<char> = text.chars().filter(|c| !is_yaml_1_1_plain_char(*c)).collect();
+        assert!(raw.is_empty(), "unescaped characters in the output: {raw:?}");
+        let back: Value = serde_saphyr::from_str_with_options(&text, serde_saphyr::options! { budget: None }).unwrap();
+        assert_eq!(back, doc);
+    }
 
     #[test]
     fn ambiguous_strings_are_quoted() {
@@ -152,9 +84,18 @@ mod tests {
             ".5",
             "#x",
             "@a",
+            "1_000",
+            "12:30",
+            "0x1F",
+            "<<",
+            "=",
         ] {
-            let text = string_text(s);
-            assert!(text.starts_with('"'), "{s:?} must be quoted, got {text}");
+            let text = to_string(&json!({ "k": s }));
+            let value = text.strip_prefix("k: ").unwrap().trim_end();
+            assert!(
+                value.starts_with('"') || value.starts_with('\''),
+                "{s:?} must be quoted, got {text}"
+            );
         }
         for s in [
             "tenant-a",
@@ -164,16 +105,17 @@ mod tests {
             "SystemDisk",
             "ims.imageshare.io/v1alpha1",
         ] {
-            assert_eq!(string_text(s), s);
+            assert_eq!(to_string(&json!({ "k": s })), format!("k: {s}\n"));
         }
     }
 
     #[test]
     fn nested_structures_render_in_block_style() {
         let v = json!({"a": {"b": [1, {"c": "yes", "d": []}], "e": {}}, "f": [[1, 2]]});
-        assert_eq!(
-            to_string(&v),
-            "a:\n  b:\n  - 1\n  - c: \"yes\"\n    d: []\n  e: {}\nf:\n-\n  - 1\n  - 2\n"
-        );
+        let text = to_string(&v);
+        assert!(text.starts_with("a:\n  b:\n  - 1\n  - c: "), "{text}");
+        let back: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(stream([&v, &v]).matches("---\n").count(), 2);
     }
 }

@@ -1,6 +1,11 @@
 //! `simulate` over every example folder, compared with the golden files in `tests/golden/`
 //! (`IMS_UPDATE_GOLDEN=1 cargo test --test golden` rewrites them), and the `-o yaml` contract
-//! of SPEC §4: the stream reads back as the same values, also with YAML 1.1 readers (PyYAML).
+//! of README.md ("simulate: check manifests offline"): the stream reads back as the same
+//! values, also with YAML 1.1 readers — PyYAML and kubectl.
+//!
+//! PyYAML is required: without python3 and PyYAML the read-back tests fail when `CI` is set
+//! (`.ci/run` installs PyYAML and sets it) and are skipped with a notice otherwise. kubectl is
+//! used when it is on PATH (`kubectl annotate --local` reads files without a cluster).
 
 use std::{
     collections::BTreeMap,
@@ -139,16 +144,42 @@ fn parse_stream(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// True when a tool the read-back checks need can be used. Without it the test fails when
+/// `CI` is set (CI installs it, see `.ci/run`) and is skipped with a loud notice otherwise —
+/// written straight to stderr, since the test harness swallows `eprintln!` of passing tests.
+fn need(tool: &str, available: bool, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{tool} is not available, but CI is set: CI installs it ({install})");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOTICE: YAML read-back check with {tool} skipped: {tool} is not available ({install})"
+    );
+    false
+}
+
+fn pyyaml_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The documents of YAML streams, read with PyYAML (a YAML 1.1 reader) in one run, or None
-/// (with a notice) when python3 with PyYAML is not available.
+/// when python3 with PyYAML is missing outside CI.
 fn parse_with_pyyaml(streams: &[String]) -> Option<Vec<Vec<Value>>> {
     const SCRIPT: &str = "import sys, json, yaml\n\
-        streams = json.load(sys.stdin)\n\
+        streams = json.loads(sys.stdin.buffer.read().decode('utf-8'))\n\
         out = [[d for d in yaml.safe_load_all(s) if d is not None] for s in streams]\n\
-        print(json.dumps(out))\n";
-    let probe = Command::new("python3").args(["-c", "import yaml"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("notice: python3 with PyYAML not found; skipping the YAML 1.1 read-back check");
+        sys.stdout.buffer.write(json.dumps(out).encode('utf-8'))\n";
+    if !need(
+        "python3 with PyYAML",
+        pyyaml_available(),
+        "python3 -m pip install pyyaml, or apt-get install python3-yaml",
+    ) {
         return None;
     }
     let mut child = Command::new("python3")
@@ -163,11 +194,63 @@ fn parse_with_pyyaml(streams: &[String]) -> Option<Vec<Vec<Value>>> {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "PyYAML could not read the stream (e.g. an unquoted timestamp is not JSON): {}",
+        "PyYAML could not read the stream: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
+
+/// The objects of a YAML stream as kubectl reads them (`kubectl annotate --local -o json`
+/// parses the file as `kubectl apply` does, without a cluster), or None without kubectl.
+fn parse_with_kubectl(stream: &str) -> Option<Vec<Value>> {
+    const MARK: &str = "ims-readback-check";
+    let available = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        // Optional: CI does not install kubectl.
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTICE: YAML read-back check with kubectl skipped: kubectl is not on PATH"
+        );
+        return None;
+    }
+    let file = std::env::temp_dir().join(format!(
+        "ims-golden-kubectl-{}-{}.yaml",
+        std::process::id(),
+        KUBECTL_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::write(&file, stream).unwrap();
+    let out = Command::new("kubectl")
+        .args(["annotate", "--local", "-o", "json", "-f"])
+        .arg(&file)
+        .arg(format!("{MARK}=1"))
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "kubectl could not read the stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One JSON object per input object, each with our annotation added.
+    let mut objects: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .map(|o| o.expect("kubectl prints JSON"))
+        .collect();
+    for o in &mut objects {
+        let annotations = o["metadata"]["annotations"].as_object_mut().unwrap();
+        annotations.remove(MARK);
+        if annotations.is_empty() {
+            o["metadata"].as_object_mut().unwrap().remove("annotations");
+        }
+    }
+    Some(objects)
+}
+
+static KUBECTL_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Statuses the report computed, by (kind, namespace, name).
 fn statuses(report: &Report) -> BTreeMap<(String, String, String), Value> {
@@ -254,12 +337,18 @@ fn check_yaml_reads_back(folder: &Path, report: &Report) -> Vec<Value> {
     docs
 }
 
-/// PyYAML reads the same values from each `-o yaml` stream as serde_yaml.
-fn check_pyyaml_agrees(folders: &[&Path], reports: &[&Report], docs: &[Vec<Value>]) {
+/// PyYAML and kubectl read the same values from each `-o yaml` stream as our own reader.
+fn check_yaml_1_1_readers_agree(folders: &[&Path], reports: &[&Report], docs: &[Vec<Value>]) {
     let streams: Vec<String> = reports.iter().map(|r| r.yaml()).collect();
-    let Some(py) = parse_with_pyyaml(&streams) else { return };
-    for ((folder, py), docs) in folders.iter().zip(py).zip(docs) {
-        assert_eq!(&py, docs, "{}: PyYAML reads different values", folder.display());
+    if let Some(py) = parse_with_pyyaml(&streams) {
+        for ((folder, py), docs) in folders.iter().zip(py).zip(docs) {
+            assert_eq!(&py, docs, "{}: PyYAML reads different values", folder.display());
+        }
+    }
+    for ((folder, stream), docs) in folders.iter().zip(&streams).zip(docs) {
+        if let Some(kubectl) = parse_with_kubectl(stream) {
+            assert_eq!(&kubectl, docs, "{}: kubectl reads different values", folder.display());
+        }
     }
 }
 
@@ -273,7 +362,21 @@ fn yaml_output_of_every_example_reads_back_as_the_statuses() {
         folders.push(example.as_path());
         all.push(report);
     }
-    check_pyyaml_agrees(&folders, &all, &docs);
+    check_yaml_1_1_readers_agree(&folders, &all, &docs);
+}
+
+/// A document as JSON (which is YAML) with every character outside printable ASCII escaped,
+/// so that the input is YAML 1.1 for any content.
+fn escaped_json(doc: &Value) -> String {
+    let mut out = String::new();
+    for c in serde_json::to_string(doc).unwrap().chars() {
+        match c as u32 {
+            0x20..=0x7e => out.push(c),
+            n @ 0..=0xffff => out.push_str(&format!("\\u{n:04X}")),
+            n => out.push_str(&format!("\\U{n:08X}")),
+        }
+    }
+    out
 }
 
 #[test]
@@ -317,6 +420,19 @@ fn yaml_output_quotes_strings_that_yaml_1_1_would_read_as_something_else() {
         "[seq]",
         "a #b",
         "?",
+        // Characters YAML 1.1 readers reject raw (DEL, C1 controls, U+FFFE) or read as line
+        // breaks (NEL, LS, PS), a BOM, other controls, and a character beyond the BMP.
+        "del\u{7f}",
+        "c1\u{80}\u{9f}",
+        "nel\u{85}x",
+        "ls\u{2028}x",
+        "ps\u{2029}x",
+        "bom\u{feff}x",
+        "nonchar\u{fffe}",
+        "nul\u{0}bell\u{7}esc\u{1b}",
+        "cr\rlf",
+        "smile\u{1f600}",
+        "nbsp\u{a0}",
     ];
     let dir = std::env::temp_dir().join(format!("ims-golden-yaml-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -352,10 +468,7 @@ fn yaml_output_quotes_strings_that_yaml_1_1_would_read_as_something_else() {
         "metadata": {"name": "no-namespace"},
         "spec": {"owner": "tenant-a"}
     }));
-    let text: String = docs
-        .iter()
-        .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap()))
-        .collect();
+    let text: String = docs.iter().map(|d| format!("---\n{}\n", escaped_json(d))).collect();
     std::fs::write(dir.join("objects.yaml"), text).unwrap();
     let mut config = Config::default();
     config.limits.private_images_per_tenant = -1;
@@ -383,6 +496,6 @@ fn yaml_output_quotes_strings_that_yaml_1_1_would_read_as_something_else() {
     }
     assert_eq!(parsed.len(), docs.len());
     let read = check_yaml_reads_back(&dir, &report);
-    check_pyyaml_agrees(&[dir.as_path()], &[&report], &[read]);
+    check_yaml_1_1_readers_agree(&[dir.as_path()], &[&report], &[read]);
     let _ = std::fs::remove_dir_all(&dir);
 }
