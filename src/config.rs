@@ -116,8 +116,8 @@ impl SubjectTemplate {
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("config file {path}: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
     #[error("config: {field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -130,9 +130,9 @@ impl Config {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
-                source,
+                message,
             },
             other => other,
         })
@@ -143,10 +143,10 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str::<Option<Config>>(text)
-                .map_err(|source| ConfigError::Parse {
+            crate::yaml::from_str::<Option<Config>>(text)
+                .map_err(|message| ConfigError::Parse {
                     path: String::new(),
-                    source,
+                    message,
                 })?
                 .unwrap_or_default()
         };

@@ -7,7 +7,7 @@ pub fn crd_files() -> Vec<(String, String)> {
     crate::api::crds()
         .into_iter()
         .map(|crd| {
-            let yaml = serde_yaml::to_string(&crd).expect("a CRD serializes to YAML");
+            let yaml = crate::yaml::to_string(&crd);
             (format!("{}.yaml", crd.name_any()), yaml)
         })
         .collect()

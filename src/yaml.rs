@@ -8,6 +8,10 @@
 //! rejects raw (DEL, C1 controls, U+FFFE) or reads as line breaks (NEL, LS, PS) are written as
 //! escapes in double-quoted scalars. tests/golden.rs holds it to that with PyYAML and kubectl,
 //! so an own writer is not needed.
+//!
+//! Input (manifests for `simulate`, the config file) is read like kubectl reads it: YAML 1.1
+//! words such as `yes`/`on` are booleans, so a manifest that kubectl would send with a boolean
+//! where a string belongs is refused by simulate too.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -20,6 +24,80 @@ fn options() -> serde_saphyr::SerializerOptions {
         compact_list_indent: true,
         indent_step: 2,
     }
+}
+
+/// Limits of one input document: far above any manifest (a `List` of 10,000 objects fits),
+/// still bounding what a hostile file can make the reader do. Alias expansion keeps
+/// serde-saphyr's own limits.
+fn read_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: 40_000_000,
+            max_nodes: 10_000_000,
+        },
+        with_snippet: false,
+    }
+}
+
+/// Renders a read error as one line; `lines_before` shifts its line numbers to the file's.
+fn read_error(e: &serde_saphyr::Error, lines_before: usize) -> String {
+    e.render_with_options(serde_saphyr::render_options! {
+        formatter: &serde_saphyr::UserMessageFormatter,
+        line_offset: lines_before as u64,
+    })
+}
+
+/// Reads one YAML document.
+pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_saphyr::from_str_with_options(text, read_options()).map_err(|e| read_error(&e, 0))
+}
+
+/// The documents of a YAML stream in order, numbered as the YAML parser counts them: an empty
+/// document (`---` followed by `---`) is `Null` and counts, a comment before the first `---`
+/// is no document. Each document is read on its own, so an unreadable one (say, a duplicate
+/// key) does not hide the others; a syntax error ends the stream, since the parser can not find
+/// the next document after it, and is reported as the document it occurred in.
+pub fn documents(text: &str) -> Vec<Result<Value, String>> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let mut out = Vec::new();
+    // Byte offset where the current document's text begins (directives and comments
+    // before its `---` included) and the number of lines before it.
+    let (mut start, mut lines_before) = (0, 0);
+    for item in Parser::new_from_str(text) {
+        match item {
+            Ok((Event::DocumentEnd, span)) => {
+                let end = byte_offset(text, &span.end);
+                let piece = &text[start..end];
+                out.push(
+                    serde_saphyr::from_str_with_options::<Value>(piece, read_options())
+                        .map_err(|e| read_error(&e, lines_before)),
+                );
+                lines_before += piece.matches('\n').count();
+                start = end;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let at = e.marker();
+                out.push(Err(format!(
+                    "{} at line {}, column {}",
+                    e.info(),
+                    at.line(),
+                    at.col() + 1
+                )));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The byte offset of a parser position in `text`.
+fn byte_offset(text: &str, at: &serde_saphyr::granit_parser::Marker) -> usize {
+    at.byte_offset().unwrap_or_else(|| {
+        text.char_indices()
+            .nth(at.index())
+            .map_or(text.len(), |(offset, _)| offset)
+    })
 }
 
 /// Renders one document (without a leading `---`).
@@ -58,6 +136,35 @@ mod tests {
         assert!(raw.is_empty(), "unescaped characters in the output: {raw:?}");
         let back: Value = serde_saphyr::from_str_with_options(&text, serde_saphyr::options! { budget: None }).unwrap();
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn documents_are_numbered_as_the_parser_counts_them_and_read_one_by_one() {
+        let text = "# header\n---\na: 1\n---\n---\nb: yes\n...\n%YAML 1.2\n---\nc: 3\n---\nd: 1\nd: 2\n---\ne: 5\n";
+        let docs = documents(text);
+        assert_eq!(docs.len(), 6, "{docs:?}");
+        assert_eq!(docs[0], Ok(json!({"a": 1})));
+        assert_eq!(docs[1], Ok(Value::Null));
+        // YAML 1.1, as kubectl reads it.
+        assert_eq!(docs[2], Ok(json!({"b": true})));
+        assert_eq!(docs[3], Ok(json!({"c": 3})));
+        let duplicate = docs[4].as_ref().unwrap_err();
+        assert!(
+            duplicate.contains("duplicate") && duplicate.contains("line 13"),
+            "{duplicate}"
+        );
+        assert_eq!(docs[5], Ok(json!({"e": 5})));
+
+        let broken = documents("a: 1\n---\nb: [\n---\nc: 3\n");
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(broken[1].as_ref().unwrap_err().contains("line 3"), "{broken:?}");
+        assert!(documents("").is_empty());
+        assert!(documents("# nothing\n").is_empty());
+        assert_eq!(
+            documents("--- {a: 1}\n--- [1]\n"),
+            vec![Ok(json!({"a": 1})), Ok(json!([1]))]
+        );
+        assert_eq!(documents("é: \"\\x7F\\N\"\n---\nx: 1\n")[1], Ok(json!({"x": 1})));
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::{
 
 use ims_operator::api::{self, ImageShare, PrivateImage, ShareAcceptance, validation};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
-use serde::Deserialize;
 use serde_json::Value;
 
 fn examples_dir() -> PathBuf {
@@ -46,10 +45,11 @@ fn yaml_files() -> Vec<PathBuf> {
 /// (a file's header before the first `---`) are skipped.
 fn documents(path: &Path) -> Vec<(usize, Value)> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    ims_operator::yaml::documents(&text)
+        .into_iter()
         .enumerate()
-        .filter_map(|(i, de)| {
-            let value = Value::deserialize(de).unwrap_or_else(|e| panic!("{}: document {i}: {e}", path.display()));
+        .filter_map(|(i, doc)| {
+            let value = doc.unwrap_or_else(|e| panic!("{}: document {}: {e}", path.display(), i + 1));
             (!value.is_null()).then_some((i, value))
         })
         .collect()

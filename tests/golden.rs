@@ -20,7 +20,6 @@ use ims_operator::{
     simulate::{Report, simulate},
 };
 use k8s_openapi::jiff::Timestamp;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const UPDATE: &str = "IMS_UPDATE_GOLDEN";
@@ -136,10 +135,11 @@ fn first_difference(golden: &str, actual: &str) -> String {
     "  (only trailing newlines differ)".into()
 }
 
-/// The documents of a YAML stream, read with serde_yaml.
+/// The documents of a YAML stream, read with the crate's own reader (serde-saphyr).
 fn parse_stream(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).expect("the stream is valid YAML"))
+    ims_operator::yaml::documents(text)
+        .into_iter()
+        .map(|d| d.expect("the stream is valid YAML"))
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -290,7 +290,7 @@ fn input_documents(folder: &Path) -> Vec<Value> {
     docs
 }
 
-/// `-o yaml` reads back (serde_yaml) as the input objects with the computed statuses; returns
+/// `-o yaml` reads back (serde-saphyr) as the input objects with the computed statuses; returns
 /// the documents read.
 fn check_yaml_reads_back(folder: &Path, report: &Report) -> Vec<Value> {
     let text = report.yaml();

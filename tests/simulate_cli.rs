@@ -74,6 +74,26 @@ spec:
   source: {file: {url: \"ftp://b/t.qcow2\", format: QCOW2}}
 ",
     );
+    // A document that is not YAML of a single value (a duplicate key) is reported with its
+    // line in the file; the next document is still read.
+    let duplicate = write(
+        &dir,
+        "25-duplicate.yaml",
+        "\
+# a comment before the first `---` is no document
+---
+apiVersion: ims.imageshare.io/v1alpha1
+kind: PrivateImage
+kind: PrivateImage
+---
+apiVersion: ims.imageshare.io/v1alpha1
+kind: PrivateImage
+metadata: {name: after-duplicate, namespace: tenant-a}
+spec:
+  diskSizeGiB: 40
+  source: {file: {url: \"s3://b/a.qcow2\", format: QCOW2}}
+",
+    );
     let broken = write(&dir, "30-broken.yaml", "kind: [unclosed\n");
     let out = ims(&["simulate", "--now", NOW, dir.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -90,7 +110,12 @@ spec:
         stderr.contains(&format!("{bad}: document 3")) && stderr.contains("url must be s3://bucket/object"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(&format!("{duplicate}: document 1")) && stderr.contains("line 5"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&format!("{broken}: document 1")), "{stderr}");
+    assert!(stdout.contains("after-duplicate"), "{stdout}");
     // The valid objects were still evaluated.
     assert!(stdout.contains("web") && stdout.contains("AllOffered"), "{stdout}");
     assert!(!stdout.contains("tiny") && !stdout.contains("ftp"), "{stdout}");
@@ -158,8 +183,9 @@ fn config_file_limits_and_now_change_the_verdicts() {
 fn yaml_output_carries_every_input_object_with_its_status() {
     let out = ims(&["simulate", "-o", "yaml", "--now", NOW, "examples/01-basic-share-accept"]);
     assert_eq!(out.status.code(), Some(0));
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text(&out.stdout))
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+    let docs: Vec<serde_json::Value> = ims_operator::yaml::documents(&text(&out.stdout))
+        .into_iter()
+        .map(Result::unwrap)
         .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["PrivateImage", "ImageShare", "ShareAcceptance"]);

@@ -11,7 +11,6 @@ use std::{
 };
 
 use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
@@ -172,17 +171,9 @@ pub fn load(paths: &[PathBuf], config: Config, now: Timestamp) -> Result<Loaded,
                 continue;
             }
         };
-        for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        for (index, doc) in crate::yaml::documents(&text).into_iter().enumerate() {
             let location = format!("{}: document {}", file.display(), index + 1);
-            let value = match Value::deserialize(doc) {
-                Ok(v) => v,
-                Err(e) => {
-                    loaded.errors.push(format!("{location}: {e}"));
-                    // The YAML stream can not be resynchronised after a syntax error.
-                    break;
-                }
-            };
-            if let Err(e) = loaded.add(value, &mut seen) {
+            if let Err(e) = doc.and_then(|value| loaded.add(value, &mut seen)) {
                 loaded.errors.push(format!("{location}: {e}"));
             }
         }
