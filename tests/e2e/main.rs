@@ -14,6 +14,17 @@
 //! operator watches the whole cluster, so two instances would both act on every test).
 //!
 //!     IMS_E2E_KUBECONFIG=$HOME/.kube/config cargo test --test e2e -- --test-threads=1
+//!
+//! Optional settings:
+//!
+//! - `IMS_E2E_RESTART_APISERVER`: a shell command (run with `sh -c`) that stops the API server,
+//!   keeps it down for the number of seconds given as its argument, starts it again with the
+//!   same state (etcd keeps running) and returns once it is ready. Only with it does the
+//!   restart test run (an outage beyond the lease's renew deadline, and a short one, under a
+//!   leader-elected operator); otherwise that test prints a notice and passes. Outages of 15
+//!   and 3 seconds are asked for.
+//! - `IMS_E2E_TENANTS`: how many tenants the tenant-deletion test makes and deletes, once
+//!   with the operator running and once without (default 20).
 
 mod scenarios;
 mod support;

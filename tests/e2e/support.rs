@@ -33,6 +33,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 pub const KUBECONFIG_ENV: &str = "IMS_E2E_KUBECONFIG";
+/// A shell command that restarts the API server, given the outage in seconds as its argument.
+pub const RESTART_ENV: &str = "IMS_E2E_RESTART_APISERVER";
+/// How many tenants the tenant-deletion test makes (default 20).
+pub const TENANTS_ENV: &str = "IMS_E2E_TENANTS";
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The chart is installed (without its workload) into this namespace, as release [`RELEASE`].
@@ -354,13 +358,20 @@ impl Env {
 
     /// Starts the operator in this process, authenticated as the chart's ServiceAccount.
     pub async fn start_operator(&mut self, config: Config) {
+        self.start_operator_with(config, None).await;
+    }
+
+    /// Starts the operator in this process; with `lease` (namespace, name) it runs with leader
+    /// election on that Lease.
+    pub async fn start_operator_with(&mut self, config: Config, lease: Option<(&str, &str)>) {
         assert!(self.operator.is_none(), "operator already running");
+        let (lease_namespace, lease_name) = lease.unwrap_or(("default", "ims-operator-e2e"));
         let args = RunArgs {
             config: None,
             region: None,
-            leader_elect: false,
-            lease_name: "ims-operator-e2e".into(),
-            lease_namespace: "default".into(),
+            leader_elect: lease.is_some(),
+            lease_name: lease_name.into(),
+            lease_namespace: lease_namespace.into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             log_format: LogFormat::Text,
             kubevirt: false,
@@ -374,6 +385,12 @@ impl Env {
             let _ = rx.await;
         }));
         self.operator = Some((task, tx));
+    }
+
+    /// Whether the in-process operator's task has ended (returned or panicked) by itself;
+    /// None when none was started.
+    pub fn operator_finished(&self) -> Option<bool> {
+        self.operator.as_ref().map(|(task, _)| task.is_finished())
     }
 
     /// Stops the operator and waits until it has finished.
@@ -642,23 +659,29 @@ impl Drop for TempDir {
     }
 }
 
-/// The samples of an operator's /metrics (`name{labels}` → value), fetched with a plain
-/// HTTP/1.1 request within `timeout`; None when it does not answer in time.
-pub async fn scrape(addr: SocketAddr, timeout: Duration) -> Option<BTreeMap<String, f64>> {
+/// The status code and body of `GET <path>` on an operator's HTTP port (a plain HTTP/1.1
+/// request) within `timeout`; None when it does not answer in time.
+pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.ok()?;
-        Some(body)
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        Some(answer)
     };
-    let body = tokio::time::timeout(timeout, fetch).await.ok()??;
-    let (head, body) = body.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
+    let answer = tokio::time::timeout(timeout, fetch).await.ok()??;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let code = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// The samples of an operator's /metrics (`name{labels}` → value) within `timeout`; None when
+/// it does not answer in time.
+pub async fn scrape(addr: SocketAddr, timeout: Duration) -> Option<BTreeMap<String, f64>> {
+    let (code, body) = http_get(addr, "/metrics", timeout).await?;
+    if code != 200 {
         return None;
     }
     Some(
