@@ -25,7 +25,7 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Configuration file (region, limits, grantSubjects).
+    /// Configuration file (region, limits, grantSubjects, kubevirt).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Region of namespaces without the ims.imageshare.io/region label; overrides the file.
@@ -47,7 +47,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Watch PersistentVolumeClaims and KubeVirt VirtualMachines and grant CDI clone rights for
-    /// volume sources. Without it, volume and server sources are SourceUnsupported.
+    /// volume sources (also on with `kubevirt: true` in the config file). Without it, volume and
+    /// server sources are SourceUnsupported.
     #[arg(long)]
     pub kubevirt: bool,
     /// Most tenant namespaces reconciled at the same time.
@@ -72,12 +73,16 @@ pub struct SimulateArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
-    /// Configuration file (region, limits, grantSubjects), as the Helm chart renders it.
+    /// Configuration file (region, limits, grantSubjects, kubevirt), as the Helm chart renders it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Region of namespaces without the region label; overrides the file.
     #[arg(long)]
     pub region: Option<String>,
+    /// Judge volume and server sources as `run --kubevirt` does (also on with `kubevirt: true`
+    /// in the config file); without it they are SourceUnsupported, as in the cluster.
+    #[arg(long)]
+    pub kubevirt: bool,
     /// The time that share expiry is judged against (RFC 3339); default: now.
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<String>,

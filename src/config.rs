@@ -27,6 +27,11 @@ pub struct Config {
     /// Extra RoleBinding subjects per accepted recipient, e.g. `Group:{namespace}:image-users`.
     #[serde(default)]
     pub grant_subjects: Vec<String>,
+    /// KubeVirt support, as `run --kubevirt` (either one turns it on): PVCs and KubeVirt
+    /// VirtualMachines are watched and `volume` and `server` sources judged; without it such
+    /// sources are `SourceUnsupported` — in `simulate` too, which reads the same key.
+    #[serde(default)]
+    pub kubevirt: bool,
 }
 
 /// The three per-tenant limits (`-1` = unlimited).
@@ -70,6 +75,7 @@ impl Default for Config {
             region: default_region(),
             limits: Limits::default(),
             grant_subjects: Vec::new(),
+            kubevirt: false,
         }
     }
 }
@@ -195,6 +201,16 @@ mod tests {
         assert_eq!(c.limits.shared_images_per_tenant, 30);
         assert_eq!(c.limits.recipients_per_image, UNLIMITED);
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn kubevirt_is_off_unless_the_file_turns_it_on() {
+        assert!(!Config::default().kubevirt);
+        assert!(!Config::parse("region: eu\n").unwrap().kubevirt);
+        assert!(Config::parse("kubevirt: true\n").unwrap().kubevirt);
+        assert!(!Config::parse("kubevirt: false\n").unwrap().kubevirt);
+        let e = Config::parse("kubevirt: maybe\n").unwrap_err().to_string();
+        assert!(e.contains("kubevirt") || e.contains("bool"), "{e}");
     }
 
     #[test]

@@ -115,7 +115,13 @@ fn volume_and_server_sources_are_unsupported_without_kubevirt() {
 
 #[test]
 fn offline_world_takes_unlisted_sources_and_namespaces_as_ready() {
-    let mut s = Scenario::new(Default::default(), World::Offline);
+    // simulate with the config file's `kubevirt: true`; without it see
+    // simulate_judges_volume_and_server_sources_as_run_does in tests/simulate_cli.rs.
+    let config = ims_operator::config::Config {
+        kubevirt: true,
+        ..Default::default()
+    };
+    let mut s = Scenario::new(config, World::Offline);
     s.image(volume_image("a", "vol", "disk", 0))
         .image(server_image("a", "srv", "vm", 1))
         .share(share("a", "s", &["vol", "srv"], &["b"], 2));

@@ -69,8 +69,39 @@ fn reports() -> &'static [(PathBuf, Report)] {
     REPORTS.get_or_init(|| leaf_examples().into_iter().map(|e| (e.clone(), run(&e))).collect())
 }
 
+/// The config an example is simulated with: the flags of the first `simulate` command of its
+/// header that names the folder itself, e.g. `simulate --kubevirt examples/14-volume-source`,
+/// so the golden file is what the documented command prints.
+fn config_of(example: &Path) -> Config {
+    let rel = format!(
+        "examples/{}",
+        example.strip_prefix(root().join("examples")).unwrap().display()
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(example).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let first = files.into_iter().find(|p| is_yaml(p)).unwrap();
+    let text = std::fs::read_to_string(&first).unwrap();
+    let mut config = Config::default();
+    let command = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.split_once("-- simulate ").map(|(_, args)| args.trim_end()))
+        .find(|args| args.ends_with(&rel));
+    let flags = command.map(|args| args.strip_suffix(&rel).unwrap().split_whitespace());
+    for flag in flags.into_iter().flatten() {
+        match flag {
+            "--kubevirt" => config.kubevirt = true,
+            other => panic!(
+                "{}: the golden test does not know the simulate flag {other}",
+                first.display()
+            ),
+        }
+    }
+    config
+}
+
 fn run(example: &Path) -> Report {
-    let report = simulate(&[example.to_path_buf()], Config::default(), now()).unwrap();
+    let report = simulate(&[example.to_path_buf()], config_of(example), now()).unwrap();
     assert!(
         report.errors.is_empty(),
         "{}: simulate reported errors: {:#?}",

@@ -198,3 +198,33 @@ fn crd_prints_the_crds_folder() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), ims_operator::crdgen::crds_yaml());
 }
+
+#[test]
+fn simulate_judges_volume_and_server_sources_as_run_does() {
+    let example = "examples/14-volume-source";
+    // Without KubeVirt support (run's default) a volume source is SourceUnsupported, so a
+    // GitOps check is not green where the cluster would say so.
+    let off = ims(&["simulate", "--fail-on-not-ready", "--now", NOW, example]);
+    assert_eq!(off.status.code(), Some(3), "{}", text(&off.stderr));
+    assert!(text(&off.stdout).contains("SourceUnsupported"), "{}", text(&off.stdout));
+    // On with the flag, as `run --kubevirt` …
+    let flag = ims(&["simulate", "--fail-on-not-ready", "--kubevirt", "--now", NOW, example]);
+    assert_eq!(flag.status.code(), Some(0), "{}", text(&flag.stderr));
+    assert!(!text(&flag.stdout).contains("SourceUnsupported"));
+    // … or with the config file's key, which `run --config` reads too.
+    let dir = scratch("kubevirt");
+    for (content, code) in [("kubevirt: true\n", 0), ("kubevirt: false\n", 3)] {
+        let config = write(&dir, "config.yaml", content);
+        let out = ims(&[
+            "simulate",
+            "--fail-on-not-ready",
+            "--config",
+            &config,
+            "--now",
+            NOW,
+            example,
+        ]);
+        assert_eq!(out.status.code(), Some(code), "{content}: {}", text(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -156,6 +156,11 @@ pub async fn run_until(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // KubeVirt support: `--kubevirt` or the config file's `kubevirt: true` (README.md).
+    let args = RunArgs {
+        kubevirt: args.kubevirt || config.kubevirt,
+        ..args
+    };
     let shutdown = shutdown.boxed().shared();
     let state = Arc::new(State::default());
     let http = tokio::spawn(http::serve(args.http_addr, state.clone()));

@@ -274,7 +274,8 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
     let verdict = |ready, reason, message: String| ImageVerdict { ready, reason, message };
     let kubevirt = match snap.world {
         World::Cluster { kubevirt } => kubevirt,
-        World::Offline => true,
+        // simulate: the config file's `kubevirt` key (or `simulate --kubevirt`), as `run` reads it.
+        World::Offline => snap.config.kubevirt,
     };
     let unsupported = || {
         verdict(

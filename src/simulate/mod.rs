@@ -82,6 +82,8 @@ pub fn main(args: SimulateArgs) -> ExitCode {
     if let Some(region) = &args.region {
         config.region = region.clone();
     }
+    // As `run`: the flag or the config file's key.
+    config.kubevirt |= args.kubevirt;
     let now = match &args.now {
         Some(text) => match text.parse::<Timestamp>() {
             Ok(t) => t,
