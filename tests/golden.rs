@@ -352,6 +352,23 @@ fn check_yaml_reads_back(folder: &Path, report: &Report) -> Vec<Value> {
             "{}: status of {key:?}",
             folder.display()
         );
+        // The generation the status was computed from: the object's, or 1 (what the API
+        // server gives an object it creates) when the input has none.
+        let generation = doc.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+        assert_eq!(
+            doc["status"]["observedGeneration"],
+            generation,
+            "{}: observedGeneration of {key:?}",
+            folder.display()
+        );
+        for condition in doc["status"]["conditions"].as_array().into_iter().flatten() {
+            assert_eq!(
+                condition["observedGeneration"],
+                generation,
+                "{}: condition of {key:?}",
+                folder.display()
+            );
+        }
         let mut without_status = doc.clone();
         without_status.as_object_mut().unwrap().remove("status");
         // The object is echoed as given (an object without a namespace may show `default`).

@@ -265,6 +265,11 @@ impl Loaded {
                 ));
             }
         };
+        // The API server gives a created object generation 1; statuses report it as
+        // observedGeneration.
+        if value.pointer("/metadata/generation").is_none() {
+            value["metadata"]["generation"] = Value::from(1);
+        }
         let schema = validation::schema_of(our_kind.as_str()).ok_or("no schema for kind")?;
         validation::validate(&schema, &value, None).map_err(|violations| {
             let list: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
