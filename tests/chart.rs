@@ -100,6 +100,7 @@ fn files_crds_is_a_symlink_to_the_repository_crds() {
         crds,
         BTreeSet::from(
             [
+                "imagequotas.ims.imageshare.io.yaml",
                 "imageshares.ims.imageshare.io.yaml",
                 "privateimages.ims.imageshare.io.yaml",
                 "shareacceptances.ims.imageshare.io.yaml"
@@ -407,7 +408,7 @@ fn rendered_crds_are_the_crds_folder_and_are_kept_on_uninstall() {
     }
     for docs in [rendered_default(), rendered_full()] {
         let crds = of_kind(docs, "CustomResourceDefinition");
-        assert_eq!(crds.len(), 3, "three CRDs rendered");
+        assert_eq!(crds.len(), 4, "every CRD rendered");
         for crd in crds {
             let name = crd["metadata"]["name"].as_str().unwrap();
             let file = yaml_file(&repo().join("crds").join(format!("{name}.yaml")));
@@ -1060,7 +1061,29 @@ fn evaluate_plain(
     object: Option<Value>,
     req: AdmissionRequest,
 ) -> Option<Vec<(bool, Option<String>)>> {
-    let mut builder = VapEvaluator::builder().request(req);
+    evaluate_in(spec, old, object, req, active_namespace())
+}
+
+/// The request's namespace as `namespaceObject`, not being deleted.
+fn active_namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tenant-a"}})
+}
+
+/// The request's namespace while it is being deleted.
+fn terminating_namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": "tenant-a", "deletionTimestamp": "2026-06-01T00:00:00Z"}})
+}
+
+/// [`evaluate_plain`] with a given `namespaceObject`.
+fn evaluate_in(
+    spec: &Value,
+    old: Option<Value>,
+    object: Option<Value>,
+    req: AdmissionRequest,
+    namespace: Value,
+) -> Option<Vec<(bool, Option<String>)>> {
+    let mut builder = VapEvaluator::builder().request(req).namespace_object(namespace);
     if let Some(old) = old {
         builder = builder.old_object(old);
     }
@@ -1127,19 +1150,28 @@ fn delete_published_image_policy() {
     let results = delete(json!({"metadata": {"name": "x", "namespace": "tenant-a"}}), "alice").unwrap();
     assert!(results[0].0, "{results:?}");
 
-    // The namespace controller (as its ServiceAccount, or as kube-controller-manager) deletes
-    // a published image with its namespace; anyone else, including other kube-system service
-    // accounts, is still denied.
-    for controller in [
+    // Deleting a namespace deletes a published image with it, whoever the namespace controller
+    // runs as; in a namespace that is not being deleted, nobody may, kube-system's controllers
+    // included.
+    for user in [
         "system:serviceaccount:kube-system:namespace-controller",
         "system:kube-controller-manager",
+        "admin",
     ] {
-        assert_eq!(delete(published.clone(), controller), None, "{controller} is exempt");
+        let results = evaluate_in(
+            spec,
+            Some(published.clone()),
+            None,
+            request("DELETE", user),
+            terminating_namespace(),
+        )
+        .unwrap();
+        assert!(results[0].0, "{user} in a terminating namespace: {results:?}");
     }
     for user in [
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
         "system:serviceaccount:kube-system:generic-garbage-collector",
-        "system:serviceaccount:tenant-a:namespace-controller",
-        "namespace-controller",
     ] {
         let results = delete(published.clone(), user).unwrap_or_else(|| panic!("{user} must be matched"));
         assert!(!results[0].0, "{user}: {results:?}");
@@ -1586,10 +1618,15 @@ fn grant_and_admission_checks_come_from_one_list_and_agree() {
 // --- The status policy, the tenant roles, the NetworkPolicy ----------------------------------
 
 /// The plural resource names of the CRDs the operator serves.
+/// The kinds only the operator writes; tenants read them.
+const OWNED_KINDS: [&str; 1] = ["imagequotas"];
+
+/// The kinds tenants write (their spec; the status is the operator's).
 fn crd_resources() -> BTreeSet<String> {
     ims_operator::api::crds()
         .iter()
         .map(|c| c.spec.names.plural.clone())
+        .filter(|plural| !OWNED_KINDS.contains(&plural.as_str()))
         .collect()
 }
 
@@ -1716,8 +1753,19 @@ fn tenant_roles_aggregate_into_the_stock_roles_without_status() {
         }
         let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
         let rules = role.rules.unwrap();
-        assert_eq!(rules.len(), 1, "{name}");
-        let rule = &rules[0];
+        let (rule, owned) = match rules.as_slice() {
+            [rule] => (rule, None),
+            [rule, owned] => (rule, Some(owned)),
+            other => panic!("{name}: {other:?}"),
+        };
+        // Tenants read the operator's own kinds, and nothing more.
+        let owned_resources: Option<BTreeSet<String>> = owned.map(|o| o.resources.iter().flatten().cloned().collect());
+        let expected_owned =
+            (name.ends_with("view")).then(|| OWNED_KINDS.iter().map(|k| k.to_string()).collect::<BTreeSet<String>>());
+        assert_eq!(owned_resources, expected_owned, "{name}");
+        if let Some(owned) = owned {
+            assert_eq!(owned.verbs, ["get", "list", "watch"], "{name}");
+        }
         assert_eq!(rule.api_groups.as_deref(), Some(&["ims.imageshare.io".to_string()][..]));
         let resources: BTreeSet<String> = rule.resources.iter().flatten().cloned().collect();
         assert_eq!(resources, kinds, "{name}: exactly the three kinds, never /status");
@@ -1789,4 +1837,81 @@ fn network_policy_admits_only_the_http_port() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("networkPolicy"));
+}
+
+#[test]
+fn owned_kinds_policy_lets_only_the_operator_write_them() {
+    if !need_helm("owned_kinds_policy_lets_only_the_operator_write_them") {
+        return;
+    }
+    let policies = policies();
+    let spec = &policies["owned-kinds-are-the-operators"]["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail");
+    let rules = spec["matchConstraints"]["resourceRules"].as_array().unwrap();
+    assert_eq!(rules[0]["operations"], json!(["CREATE", "UPDATE", "DELETE"]));
+    let resources: BTreeSet<String> = rules[0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = OWNED_KINDS
+        .iter()
+        .flat_map(|k| [k.to_string(), format!("{k}/status")])
+        .collect();
+    assert_eq!(resources, expected);
+    let sa = one(rendered_default(), "ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    let operator = format!("system:serviceaccount:ims-system:{sa}");
+    let quota = |operation: &str, user: &str| {
+        let mut req = status_request(operation, user, "ImageQuota", "imagequotas");
+        req.name = "ims".into();
+        evaluate_plain(spec, Some(json!({})), Some(json!({})), req)
+    };
+    for operation in ["CREATE", "UPDATE", "DELETE"] {
+        let ok = quota(operation, &operator).unwrap();
+        assert!(ok.iter().all(|(passed, _)| *passed), "{operation}: {ok:?}");
+        for user in ["alice", "system:serviceaccount:tenant-a:default", "system:admin"] {
+            let denied = quota(operation, user).unwrap();
+            assert!(!denied[0].0, "{user} {operation}");
+            assert_eq!(
+                denied[0].1.as_deref(),
+                Some(
+                    format!(
+                        "user {user} may not {} ImageQuota tenant-a/ims: it is written only by the ims-operator ({operator})",
+                        operation.to_lowercase()
+                    )
+                    .as_str()
+                )
+            );
+        }
+    }
+    // Deleting a namespace deletes its ImageQuota, whoever the namespace controller runs as;
+    // nothing else is allowed there either.
+    for user in [
+        "system:serviceaccount:kube-system:namespace-controller",
+        "admin",
+        "alice",
+    ] {
+        let mut req = status_request("DELETE", user, "ImageQuota", "imagequotas");
+        req.name = "ims".into();
+        let results = evaluate_in(spec, Some(json!({})), None, req, terminating_namespace()).unwrap();
+        assert!(results[0].0, "{user} deletes with the namespace");
+        let mut req = status_request("UPDATE", user, "ImageQuota", "imagequotas");
+        req.name = "ims".into();
+        let results = evaluate_in(spec, Some(json!({})), Some(json!({})), req, terminating_namespace()).unwrap();
+        assert!(!results[0].0, "{user} may only delete");
+    }
+    // The operator may write them, and tenants' roles may only read them.
+    let held = cluster_role(rendered_default());
+    let owned_rule = held
+        .iter()
+        .find(|r| r.resources.as_deref() == Some(&["imagequotas".to_string()][..]))
+        .expect("the operator's rule for its own kinds");
+    assert_eq!(owned_rule.verbs, ["get", "list", "watch", "create", "patch", "delete"]);
+    assert!(
+        held.iter()
+            .any(|r| r.resources.as_deref() == Some(&["imagequotas/status".to_string()][..]) && r.verbs == ["patch"])
+    );
 }

@@ -14,7 +14,10 @@ use std::{
 
 use http::{Request, Response, StatusCode};
 use ims_operator::{
-    api::{Decision, ImageShare, ImageShareSpec, PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec},
+    api::{
+        Decision, IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaSpec, ImageQuotaStatus, ImageShare, ImageShareSpec,
+        PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
+    },
     config::Config,
     controller::{
         self, Context, State,
@@ -26,7 +29,7 @@ use ims_operator::{
         reconcile::{Error, MAX_BACKOFF, backoff_with},
         writer::{self, WriteReport, WriteStats},
     },
-    core::{Evaluator, GrantFaultReason, NamespaceInfo, Snapshot, TenantOutcome, World},
+    core::{Evaluator, GrantFaultReason, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
     api::{
@@ -136,7 +139,25 @@ fn snapshot_of(images: Vec<PrivateImage>, shares: Vec<ImageShare>, acceptances: 
     for a in acceptances {
         snap.upsert_acceptance(Arc::new(a));
     }
+    converge_quotas(&mut snap);
     snap
+}
+
+/// Gives every namespace the ImageQuota the engine wants, so that tests about other writes
+/// see none for the quotas (`quota_writes_create_update_and_delete` is about those).
+fn converge_quotas(snap: &mut Snapshot) {
+    for ns in ["tenant-a", "tenant-b"] {
+        if let QuotaUpdate::Apply { status, .. } = Evaluator::new(snap).tenant(ns).quota {
+            snap.set_quota(ns, Some(Arc::new(quota_object(ns, status))));
+        }
+    }
+}
+
+fn quota_object(ns: &str, status: ImageQuotaStatus) -> ImageQuota {
+    let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
+    quota.metadata.namespace = Some(ns.into());
+    quota.status = Some(status);
+    quota
 }
 
 fn snapshot(objects: (PrivateImage, ImageShare, Option<ShareAcceptance>)) -> Snapshot {
@@ -277,6 +298,7 @@ fn status_reply(seen: &Seen) -> Value {
             serde_json::to_value(s).unwrap()
         }
         "shareacceptances" => serde_json::to_value(acceptance_named(name, &[], Decision::Accept)).unwrap(),
+        "imagequotas" => serde_json::to_value(quota_object(ns, ImageQuotaStatus::default())).unwrap(),
         other => panic!("a status apply to {other}"),
     };
     object["status"] = seen.body["status"].clone();
@@ -736,6 +758,7 @@ fn synced_cache_of(
     for a in acceptances {
         ShareAcceptance::store(&cache, Arc::new(a));
     }
+    cache.with_snapshot(converge_quotas);
     cache.expect_feeds(6);
     for _ in 0..6 {
         cache.mark_synced();
@@ -1486,4 +1509,80 @@ async fn the_fence_closes_by_its_own_clock_even_without_a_renewal_loop() {
     assert!(dropped.load(Ordering::SeqCst));
     assert!(!fence.is_open());
     assert_eq!(lease_requests(&log).len(), 2, "only the acquisition");
+}
+
+#[tokio::test]
+async fn quota_writes_create_update_and_delete() {
+    // A tenant without its ImageQuota: the object is created (server-side apply), then its
+    // status written.
+    let mut snap = snapshot((image(), share(), None));
+    snap.set_quota("tenant-a", None);
+    let outcome = Evaluator::new(&snap).tenant("tenant-a");
+    let QuotaUpdate::Apply { create: true, status } = outcome.quota.clone() else {
+        panic!("{:?}", outcome.quota)
+    };
+    assert_eq!(
+        (
+            status.used.private_images,
+            status.used.shared_images,
+            status.hard.private_images
+        ),
+        (1, 1, 10)
+    );
+    assert_eq!(status.summary.private_images, "1/10");
+    let quota_only = TenantOutcome {
+        namespace: "tenant-a".into(),
+        quota: outcome.quota.clone(),
+        ..Default::default()
+    };
+    let (client, handle) = mock_client();
+    let log = serve(handle, |_| None);
+    let report = write(&client, &quota_only, &ExistingGrants::default(), &Metrics::default()).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let quota_path = format!("{IMS_A}/imagequotas/ims");
+    assert_eq!(
+        writes(&log),
+        vec![
+            req("PATCH", quota_path.clone()),
+            req("PATCH", format!("{quota_path}/status"))
+        ]
+    );
+    let sent: Vec<Seen> = log.lock().unwrap().clone();
+    assert!(
+        sent[0].query.contains("fieldManager=ims-operator-quota"),
+        "{}",
+        sent[0].query
+    );
+    assert_eq!(
+        sent[0].body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "ims-operator"
+    );
+    assert_eq!(sent[1].body["status"]["summary"]["sharedImages"], "1/30");
+
+    // Converged: nothing. A lowered limit: the status alone.
+    snap.set_quota("tenant-a", Some(Arc::new(quota_object("tenant-a", status))));
+    assert_eq!(Evaluator::new(&snap).tenant("tenant-a").quota, QuotaUpdate::Unchanged);
+    let mut annotated = NamespaceInfo::default();
+    annotated
+        .annotations
+        .insert("ims.imageshare.io/limit.private-images".into(), "5".into());
+    snap.upsert_namespace("tenant-a", annotated);
+    let QuotaUpdate::Apply { create: false, status } = Evaluator::new(&snap).tenant("tenant-a").quota else {
+        panic!("the status is updated")
+    };
+    assert_eq!(status.summary.private_images, "1/5");
+
+    // Nothing left to count, no annotation: the quota goes.
+    let mut empty = snapshot_of(vec![], vec![], vec![]);
+    empty.set_quota(
+        "tenant-a",
+        Some(Arc::new(quota_object("tenant-a", ImageQuotaStatus::default()))),
+    );
+    let outcome = Evaluator::new(&empty).tenant("tenant-a");
+    assert_eq!(outcome.quota, QuotaUpdate::Delete);
+    let (client, handle) = mock_client();
+    let log = serve(handle, |_| None);
+    let report = write(&client, &outcome, &ExistingGrants::default(), &Metrics::default()).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(writes(&log), vec![req("DELETE", quota_path)]);
 }

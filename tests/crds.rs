@@ -42,7 +42,7 @@ fn crd_command_prints_every_file_of_crds_folder() {
     for (_, yaml) in crdgen::crd_files() {
         assert!(stream.contains(&yaml));
     }
-    assert_eq!(stream.matches("\n---\n").count() + 1, 3);
+    assert_eq!(stream.matches("\n---\n").count() + 1, 4);
 }
 
 fn walk(path: &str, v: &Value, visit: &mut dyn FnMut(&str, &serde_json::Map<String, Value>)) {
@@ -70,7 +70,29 @@ fn api_shape_follows_the_spec() {
         ("ShareAcceptance", "sacc"),
     ];
     let crds = api::crds();
-    assert_eq!(crds.len(), 3);
+    assert_eq!(crds.len(), 4);
+    // The operator's own ImageQuota: ResourceQuota-like columns, no conditions.
+    let quota = &crds[3];
+    assert_eq!(quota.spec.names.kind, "ImageQuota");
+    assert_eq!(quota.spec.scope, "Namespaced");
+    assert_eq!(
+        quota.spec.names.short_names.as_deref(),
+        Some(&["iquota".to_string()][..])
+    );
+    assert_eq!(quota.spec.names.categories.as_deref(), Some(&["ims".to_string()][..]));
+    let columns: Vec<&str> = quota.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Private", "Shared", "Age"]);
+    let schema = serde_json::to_value(&quota.spec.versions[0].schema).unwrap();
+    walk("", &schema, &mut |path, node| {
+        if let Some(format) = node.get("format").and_then(Value::as_str) {
+            assert!(!format.starts_with("uint"), "ImageQuota{path}: unsigned integer");
+        }
+    });
     for (crd, (kind, short)) in crds.iter().zip(expected) {
         assert_eq!(crd.spec.group, "ims.imageshare.io");
         assert_eq!(crd.spec.scope, "Namespaced");

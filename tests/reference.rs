@@ -12,7 +12,7 @@
 //! current statuses as the record of what was admitted, namespaces and volumes). `Rules` names
 //! the points where the engine departed (or departs) from the documented rules; a test per point
 //! holds its minimal case and checks that the model tells the two rules apart there. A departure
-//! the engine still has is listed in `KNOWN_DIVERGENCES`, and its test is `#[ignore]`d.
+//! the engine still has would be listed in `KNOWN_DIVERGENCES` (empty: none is known).
 
 mod common;
 
@@ -439,10 +439,7 @@ const DOCUMENTED: Rules = Rules {
 /// The divergences the engine is known to have, each with an `#[ignore]`d test holding its
 /// minimal case: the property accepts the engine's answer where it equals the model with exactly
 /// these rules changed. Empty once the engine follows the documented rules.
-const KNOWN_DIVERGENCES: &[fn(Rules) -> Rules] = &[|r| Rules {
-    unreadable_share_holds_recorded_pairs_only: false,
-    ..r
-}];
+const KNOWN_DIVERGENCES: &[fn(Rules) -> Rules] = &[];
 
 /// "Oldest first": objects with a creationTimestamp by time, then name; objects without one are
 /// younger than all of them, and among themselves ordered by input order.
@@ -1352,19 +1349,12 @@ fn check_world(world: &GenWorld, edit: &GenEdit, strict: bool) -> Result<(), Tes
 proptest! {
     #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// The engine decides what the documented rules decide (up to `KNOWN_DIVERGENCES`).
+    /// The engine decides what the documented rules decide.
     #[test]
     fn engine_agrees_with_the_reference_model(world in world_strategy(), edit in edit_strategy()) {
-        check_world(&world, &edit, false)?;
-    }
-
-    /// The same without tolerating the known divergences: passes once the engine follows the
-    /// documented rules (then empty `KNOWN_DIVERGENCES` and drop the `ignore`).
-    #[test]
-    #[ignore = "engine divergence: see KNOWN_DIVERGENCES"]
-    fn engine_agrees_with_the_reference_model_strictly(world in world_strategy(), edit in edit_strategy()) {
         check_world(&world, &edit, true)?;
     }
+
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1552,11 +1542,10 @@ fn an_expired_share_still_orders_the_recipients_it_lists() {
 /// docs/security.md: an ImageShare that can not be decoded "keeps holding the pairs its status
 /// records". s1's status names `db` with no recipient (its one pair was refused
 /// SharedImageLimitExceeded), so it holds nothing; `web` holds the only shared-image slot, and
-/// db → b in the new share s2 must be refused. The engine counts every image an unreadable
-/// share's status names as holding a slot, admits `db` too, and so shares 2 images under a
-/// limit of 1.
+/// db → b in the new share s2 must be refused. An engine that counted every image an unreadable
+/// share's status names as holding a slot would admit `db` too, and so share 2 images under a
+/// limit of 1 (it did until this test's case was fixed).
 #[test]
-#[ignore = "engine divergence: an unreadable ImageShare's status entry without recipients holds a shared-image slot"]
 fn an_unreadable_share_holds_only_the_pairs_its_status_records() {
     let engine_rule = Rules {
         unreadable_share_holds_recorded_pairs_only: false,

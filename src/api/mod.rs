@@ -3,11 +3,13 @@
 //! Types only: no I/O. Validation that the API server can do on its own (enums, ranges, sizes,
 //! patterns, CEL rules) lives here in the schema, so `kubectl apply` rejects bad input.
 
+mod image_quota;
 mod image_share;
 mod private_image;
 mod share_acceptance;
 pub mod validation;
 
+pub use image_quota::*;
 pub use image_share::*;
 pub use private_image::*;
 pub use share_acceptance::*;
@@ -33,10 +35,15 @@ pub const READY: &str = "Ready";
 
 /// All CRDs of the operator, in the order `ims-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![PrivateImage::crd(), ImageShare::crd(), ShareAcceptance::crd()]
-        .into_iter()
-        .map(without_null_enum_values)
-        .collect()
+    vec![
+        PrivateImage::crd(),
+        ImageShare::crd(),
+        ShareAcceptance::crd(),
+        ImageQuota::crd(),
+    ]
+    .into_iter()
+    .map(without_null_enum_values)
+    .collect()
 }
 
 /// schemars lists `null` among the values of an optional enum; the field is already

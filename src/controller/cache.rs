@@ -21,7 +21,7 @@ use kube::{ResourceExt, core::DynamicObject};
 
 use super::guard::Salvaged;
 use crate::{
-    api::{ImageShare, PrivateImage, ShareAcceptance},
+    api::{ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     config::Config,
     core::{self, MachineInfo, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
 };
@@ -536,5 +536,29 @@ impl Cached for DynamicObject {
     }
     fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
         with_partners(&lock(&cache.snapshot), &object.namespace().unwrap_or_default())
+    }
+}
+
+/// The operator's own ImageQuotas, so that an unchanged one is not written again.
+impl Cached for ImageQuota {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        let ns = object.namespace().unwrap_or_default();
+        lock(&cache.snapshot).set_quota(&ns, Some(object));
+    }
+    fn forget(cache: &Cache, namespace: &str, _name: &str) {
+        lock(&cache.snapshot).set_quota(namespace, None);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        lock(&cache.snapshot)
+            .quotas
+            .values()
+            .map(|q| key_of(q.as_ref()))
+            .collect()
+    }
+    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
+        BTreeSet::from([object.namespace().unwrap_or_default()])
+    }
+    fn touched_by_key(_cache: &Cache, namespace: &str, _name: &str) -> BTreeSet<String> {
+        BTreeSet::from([namespace.to_string()])
     }
 }

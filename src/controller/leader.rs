@@ -81,6 +81,8 @@ pub struct LeaderElector {
     observed: std::sync::Mutex<Option<(String, Instant)>>,
     /// Until when this replica may write; `None` while it does not hold the lease.
     valid_until: watch::Sender<Option<Instant>>,
+    /// Where failed lease writes are counted.
+    metrics: Option<std::sync::Arc<super::State>>,
 }
 
 impl LeaderElector {
@@ -91,6 +93,21 @@ impl LeaderElector {
             identity: identity.into(),
             observed: std::sync::Mutex::new(None),
             valid_until: watch::Sender::new(None),
+            metrics: None,
+        }
+    }
+
+    /// Counts failed lease requests in `ims_write_errors_total{kind="lease"}`.
+    pub fn with_metrics(mut self, state: std::sync::Arc<super::State>) -> Self {
+        self.metrics = Some(state);
+        self
+    }
+
+    fn failed(&self, e: &kube::Error) {
+        if let Some(state) = &self.metrics {
+            state
+                .metrics
+                .write_failed(super::metrics::WriteKind::Lease, super::metrics::error_reason(e));
         }
     }
 
@@ -115,7 +132,10 @@ impl LeaderElector {
                     return;
                 }
                 Ok(false) => {}
-                Err(e) => warn!(error = %e, "leader election failed; retrying"),
+                Err(e) => {
+                    self.failed(&e);
+                    warn!(error = %e, "leader election failed; retrying");
+                }
             }
             tokio::time::sleep(RETRY_PERIOD).await;
         }
@@ -142,7 +162,10 @@ impl LeaderElector {
                     self.revoke();
                     return;
                 }
-                Ok(Err(e)) => warn!(error = %e, "could not renew the lease; retrying"),
+                Ok(Err(e)) => {
+                    self.failed(&e);
+                    warn!(error = %e, "could not renew the lease; retrying");
+                }
                 Err(_) => {}
             }
             if Instant::now() >= until {

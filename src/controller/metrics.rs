@@ -30,6 +30,8 @@ pub enum WriteKind {
     Event,
     /// A Lease create/update.
     Lease,
+    /// An ImageQuota create or delete (its status writes count as `Status`).
+    Quota,
 }
 
 impl WriteKind {
@@ -40,6 +42,7 @@ impl WriteKind {
             WriteKind::Prune => "prune",
             WriteKind::Event => "event",
             WriteKind::Lease => "lease",
+            WriteKind::Quota => "quota",
         }
     }
 }

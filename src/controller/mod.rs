@@ -37,7 +37,7 @@ use kube::{
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{self, ImageShare, PrivateImage, ShareAcceptance},
+    api::{self, IMAGE_QUOTA_NAME, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     cli::{LogFormat, RunArgs},
     config::Config,
     core::grants::{MANAGED_BY, MANAGED_BY_LABEL},
@@ -194,12 +194,10 @@ async fn serve_terms(
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| format!("ims-operator-{}", std::process::id()));
     let elector = args.leader_elect.then(|| {
-        Arc::new(LeaderElector::new(
-            client.clone(),
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
-        ))
+        Arc::new(
+            LeaderElector::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity)
+                .with_metrics(state.clone()),
+        )
     });
     loop {
         if let Some(elector) = &elector {
@@ -300,6 +298,19 @@ async fn run_term(
                 watcher(Api::all(client.clone()), wc.clone())
                     .default_backoff()
                     .reflect(namespace_writer),
+                sink.clone(),
+            )),
+        ),
+        (
+            "ImageQuota",
+            // Only the one named "ims" per namespace is the operator's.
+            tokio::spawn(feed::<ImageQuota>(
+                "ImageQuota",
+                watcher(
+                    Api::all(client.clone()),
+                    watcher::Config::default().fields(&format!("metadata.name={IMAGE_QUOTA_NAME}")),
+                )
+                .default_backoff(),
                 sink.clone(),
             )),
         ),

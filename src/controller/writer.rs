@@ -23,9 +23,9 @@ use super::{
     metrics::{Metrics, WriteKind, error_reason},
 };
 use crate::{
-    api::{ImageShare, PrivateImage, ShareAcceptance},
+    api::{IMAGE_QUOTA_NAME, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     core::{
-        Grant, GrantFault, GrantFaultReason, Regarding, TenantOutcome,
+        Grant, GrantFault, GrantFaultReason, QuotaUpdate, Regarding, TenantOutcome,
         grants::{IMAGE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, grant_name},
     },
 };
@@ -36,6 +36,8 @@ use super::cache::ExistingGrants;
 pub const STATUS_MANAGER: &str = "ims-operator-status";
 /// Field manager of the grant writer.
 pub const GRANT_MANAGER: &str = "ims-operator-grants";
+/// Field manager of the ImageQuota writer.
+pub const QUOTA_MANAGER: &str = "ims-operator-quota";
 
 /// What one write pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,7 +137,71 @@ impl Writer<'_> {
                     .await?;
             }
         }
+        match &outcome.quota {
+            QuotaUpdate::Unchanged => {}
+            QuotaUpdate::Apply { create, status } => {
+                if !*create || self.create_quota(report).await? {
+                    self.patch_status::<ImageQuota, _>(IMAGE_QUOTA_NAME, status, report)
+                        .await?;
+                }
+            }
+            QuotaUpdate::Delete => {
+                let api: Api<ImageQuota> = Api::namespaced(self.client.clone(), self.ns);
+                match self
+                    .fence
+                    .guard(api.delete(IMAGE_QUOTA_NAME, &DeleteParams::background()))
+                    .await?
+                {
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => {
+                        let regarding = self.regarding::<ImageQuota>(IMAGE_QUOTA_NAME);
+                        self.fail(
+                            report,
+                            WriteKind::Quota,
+                            regarding,
+                            "deleting ImageQuota ims".into(),
+                            &e,
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Creates the namespace's ImageQuota (its status is written next). Returns whether it
+    /// exists now.
+    async fn create_quota(&self, report: &mut WriteReport) -> Result<bool, Fenced> {
+        let api: Api<ImageQuota> = Api::namespaced(self.client.clone(), self.ns);
+        let body = json!({
+            "apiVersion": ImageQuota::api_version(&()),
+            "kind": ImageQuota::kind(&()),
+            "metadata": {
+                "name": IMAGE_QUOTA_NAME,
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+            },
+            "spec": {},
+        });
+        let params = PatchParams::apply(QUOTA_MANAGER).force();
+        match self
+            .fence
+            .guard(api.patch(IMAGE_QUOTA_NAME, &params, &Patch::Apply(body)))
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let regarding = self.regarding::<ImageQuota>(IMAGE_QUOTA_NAME);
+                self.fail(
+                    report,
+                    WriteKind::Quota,
+                    regarding,
+                    "creating ImageQuota ims".into(),
+                    &e,
+                );
+                Ok(false)
+            }
+        }
     }
 
     fn fail(&self, report: &mut WriteReport, kind: WriteKind, regarding: Regarding, what: String, e: &kube::Error) {
@@ -400,6 +466,7 @@ fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
         "PrivateImage" => "PrivateImage",
         "ImageShare" => "ImageShare",
         "ShareAcceptance" => "ShareAcceptance",
+        "ImageQuota" => "ImageQuota",
         "Role" => "Role",
         "RoleBinding" => "RoleBinding",
         _ => "Object",

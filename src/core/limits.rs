@@ -23,6 +23,14 @@ pub struct TenantLimits {
     pub invalid_annotations: Vec<String>,
 }
 
+/// Whether a namespace carries a limit annotation (it then gets an ImageQuota, also before it
+/// holds anything).
+pub fn has_limit_annotation(info: &super::snapshot::NamespaceInfo) -> bool {
+    [LIMIT_PRIVATE_IMAGES, LIMIT_SHARED_IMAGES, LIMIT_RECIPIENTS_PER_IMAGE]
+        .iter()
+        .any(|key| info.annotations.contains_key(*key))
+}
+
 /// Whether `used` items leave room for one more under `limit`.
 pub fn has_room(limit: Limit, used: usize) -> bool {
     limit == UNLIMITED || (used as i64) < limit

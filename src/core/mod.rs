@@ -8,11 +8,13 @@ pub mod grants;
 pub mod limits;
 pub mod owner;
 pub mod permissions;
+pub mod quota;
 pub mod snapshot;
 pub mod tenant;
 
 pub use events::{EventSpec, EventType, Regarding};
 pub use grants::Grant;
+pub use quota::QuotaUpdate;
 pub use snapshot::{
     GrantFault, GrantFaultReason, MachineInfo, MachineState, NamespaceInfo, Snapshot, VolumeState, World,
 };

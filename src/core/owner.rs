@@ -99,6 +99,10 @@ pub struct OwnerEval {
     pub shared_images: BTreeSet<String>,
     /// The state each pair has in the current ImageShare statuses, the operator's record.
     pub recorded: BTreeMap<(String, String), ShareState>,
+    /// Usage of the limits: admitted private images, and shared images (images with an
+    /// offered pair, and slots held by objects the operator can not read).
+    pub private_images_used: usize,
+    pub shared_images_used: usize,
     /// The time this evaluation judged expiry against, and the expiry times it depends on.
     evaluated_at: Timestamp,
     expiries: Vec<Timestamp>,
@@ -200,7 +204,7 @@ fn image_admitted(image: &PrivateImage) -> bool {
 pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     let limits = tenant_limits(snap, owner);
     let region = region_of(snap, owner).map(str::to_string);
-    let images = judge_images(snap, owner, &limits);
+    let (images, private_images_used) = judge_images(snap, owner, &limits);
     let mut eval = OwnerEval {
         owner: owner.to_string(),
         limits,
@@ -210,6 +214,8 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         by_recipient: BTreeMap::new(),
         shared_images: BTreeSet::new(),
         recorded: BTreeMap::new(),
+        private_images_used,
+        shared_images_used: 0,
         evaluated_at: snap.now,
         expiries: snap
             .shares_in(owner)
@@ -222,7 +228,8 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     eval
 }
 
-fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> BTreeMap<String, ImageVerdict> {
+/// The verdict on each image, and how many private-image slots are used.
+fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMap<String, ImageVerdict>, usize) {
     let mut entries: Vec<&Entry<PrivateImage>> = snap.images_in(owner).collect();
     entries.sort_by(|a, b| a.age.cmp(&b.age));
     // An image the operator can not read never frees its slot: it counts unless its status
@@ -266,7 +273,7 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> BTreeMap
         };
         verdicts.insert(image.name_any(), verdict);
     }
-    verdicts
+    (verdicts, used)
 }
 
 fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerdict {
@@ -388,10 +395,11 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     for status in unreadable.shares.get(&eval.owner).into_iter().flat_map(|m| m.values()) {
         match status {
             Some(status) => {
+                // Only pairs hold slots: an image listed without recipients holds none.
                 for img in &status.images {
-                    held.entry(&img.name)
-                        .or_default()
-                        .extend(img.recipients().map(String::as_str));
+                    for r in img.recipients() {
+                        held.entry(&img.name).or_default().insert(r);
+                    }
                 }
             }
             None => frozen = true,
@@ -500,6 +508,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
                 .insert(image.to_string(), pending);
         }
     }
+    eval.shared_images_used = used_images;
 }
 
 /// The winning decision for one image among a recipient's acceptances of one owner: one that

@@ -236,6 +236,8 @@ pub struct Snapshot {
     pub(crate) volumes: HashMap<(String, String), VolumeState>,
     pub(crate) machines: HashMap<(String, String), MachineInfo>,
     pub(crate) unreadable: Unreadable,
+    /// The ImageQuota each namespace holds (none in `simulate`: it would create them all).
+    pub(crate) quotas: HashMap<String, Arc<crate::api::ImageQuota>>,
     /// Grants the controller could not write, by (owner namespace, image).
     pub(crate) grant_faults: HashMap<(String, String), GrantFault>,
     next_input_order: u64,
@@ -288,6 +290,7 @@ impl Clone for Snapshot {
             volumes: self.volumes.clone(),
             machines: self.machines.clone(),
             unreadable: self.unreadable.clone(),
+            quotas: self.quotas.clone(),
             grant_faults: self.grant_faults.clone(),
             next_input_order: self.next_input_order,
             owner_cache: OwnerCache::default(),
@@ -313,6 +316,7 @@ impl Snapshot {
             volumes: HashMap::new(),
             machines: HashMap::new(),
             unreadable: Unreadable::default(),
+            quotas: HashMap::new(),
             grant_faults: HashMap::new(),
             next_input_order: 0,
             owner_cache: OwnerCache::default(),
@@ -567,14 +571,35 @@ impl Snapshot {
             .filter_map(move |n| all.and_then(|m| m.get(n)))
     }
 
-    /// Every namespace that holds at least one object of the three kinds.
+    /// Every namespace the engine has something to say about: those that hold an object of the
+    /// three kinds or an ImageQuota, or carry a limit annotation.
     pub fn tenants(&self) -> BTreeSet<String> {
+        let annotated = self
+            .namespaces
+            .iter()
+            .filter(|(_, info)| super::limits::has_limit_annotation(info))
+            .map(|(name, _)| name);
         self.images
             .keys()
             .chain(self.shares.keys())
             .chain(self.acceptances.keys())
+            .chain(self.quotas.keys())
+            .chain(annotated)
             .cloned()
             .collect()
+    }
+
+    /// Records the ImageQuota a namespace holds (`None`: it holds none).
+    pub fn set_quota(&mut self, namespace: &str, quota: Option<Arc<crate::api::ImageQuota>>) {
+        match quota {
+            Some(q) => self.quotas.insert(namespace.to_string(), q),
+            None => self.quotas.remove(namespace),
+        };
+    }
+
+    /// The ImageQuota a namespace holds.
+    pub fn quota(&self, namespace: &str) -> Option<&Arc<crate::api::ImageQuota>> {
+        self.quotas.get(namespace)
     }
 
     pub fn volume(&self, namespace: &str, name: &str) -> Option<VolumeState> {

@@ -17,6 +17,7 @@ use super::{
     grants::{Grant, build_grant},
     limits::describe,
     owner::{OwnerEval, Refusal, is_expired},
+    quota::QuotaUpdate,
     snapshot::{Entry, Snapshot},
 };
 
@@ -136,13 +137,16 @@ pub struct TenantOutcome {
     /// The grants that must exist in this namespace (as an owner); any other managed grant
     /// here is pruned.
     pub grants: Arc<Vec<Grant>>,
+    /// The namespace's ImageQuota.
+    pub quota: QuotaUpdate,
     pub events: Vec<EventSpec>,
 }
 
 impl TenantOutcome {
-    /// Number of status writes this outcome needs.
+    /// Number of status and quota writes this outcome needs.
     pub fn writes(&self) -> usize {
-        self.images.iter().filter(|u| u.changed).count()
+        self.quota.writes()
+            + self.images.iter().filter(|u| u.changed).count()
             + self.shares.iter().filter(|u| u.changed).count()
             + self.acceptances.iter().filter(|u| u.changed).count()
     }
@@ -216,6 +220,7 @@ impl<'a> Evaluator<'a> {
             out.shares.push(update);
         }
         out.grants = own.grants.get_or_init(|| Arc::new(grants(snap, &own))).clone();
+        out.quota = super::quota::update(snap, &own, namespace);
         for entry in snap.acceptances_in(namespace) {
             let owner = self.owner(&entry.object.spec.owner);
             let (update, events) = snap.memos.acceptances.get_or_insert(snap, &owner, entry, || {

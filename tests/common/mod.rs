@@ -9,12 +9,12 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, ImageShare, ImageShareSpec, ImageShareStatus, ImageSource, PrivateImage,
-        PrivateImageSpec, PrivateImageStatus, ServerSource, ShareAcceptance, ShareAcceptanceSpec,
-        ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
+        Decision, FileFormat, FileSource, IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaSpec, ImageShare, ImageShareSpec,
+        ImageShareStatus, ImageSource, PrivateImage, PrivateImageSpec, PrivateImageStatus, ServerSource,
+        ShareAcceptance, ShareAcceptanceSpec, ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
     },
     config::Config,
-    core::{self, EventSpec, Grant, NamespaceInfo, Snapshot, TenantOutcome, World},
+    core::{self, EventSpec, Grant, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
@@ -276,6 +276,16 @@ pub fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
             obj.status = Some(u.status.clone());
             snap.upsert_acceptance(Arc::new(obj));
         }
+        match &o.quota {
+            QuotaUpdate::Unchanged => {}
+            QuotaUpdate::Apply { status, .. } => {
+                let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
+                quota.metadata.namespace = Some(ns.to_string());
+                quota.status = Some(status.clone());
+                snap.set_quota(ns, Some(Arc::new(quota)));
+            }
+            QuotaUpdate::Delete => snap.set_quota(ns, None),
+        }
     }
 }
 
@@ -344,8 +354,16 @@ impl Outcome {
     }
 
     /// Number of statuses that differ from the current ones.
+    /// How many statuses of the three kinds change (the ImageQuotas are counted apart).
     pub fn changed(&self) -> usize {
-        self.0.iter().map(|o| o.writes()).sum()
+        self.0
+            .iter()
+            .map(|o| {
+                o.images.iter().filter(|u| u.changed).count()
+                    + o.shares.iter().filter(|u| u.changed).count()
+                    + o.acceptances.iter().filter(|u| u.changed).count()
+            })
+            .sum()
     }
 }
 

@@ -86,6 +86,15 @@ place to add a kind: the operator's ClusterRole, the tenant roles and the policy
 {{- end }}
 
 {{/*
+The kinds the operator alone creates, changes and deletes (tenants only read them), as plural
+resource names (a JSON list). The operator's ClusterRole, the tenant view role and the policy
+that keeps them the operator's range over it.
+*/}}
+{{- define "ims-operator.ownedResources" -}}
+["imagequotas"]
+{{- end }}
+
+{{/*
 The user name the API server gives the operator's ServiceAccount.
 */}}
 {{- define "ims-operator.serviceAccountUser" -}}
