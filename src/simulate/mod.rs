@@ -352,7 +352,8 @@ impl Report {
         self.statuses().values().filter(|(_, ready)| !ready).count()
     }
 
-    /// Every input object of the three kinds, in input order, with the status it would get.
+    /// Every input object of the three kinds, in input order, with the status it would get;
+    /// then the ImageQuotas the operator would keep.
     pub fn yaml(&self) -> String {
         let statuses = self.statuses();
         let docs: Vec<Value> = self
@@ -365,8 +366,22 @@ impl Report {
                 }
                 doc
             })
+            .chain(self.quotas())
             .collect();
         crate::yaml::stream(&docs)
+    }
+
+    /// The ImageQuotas the operator would keep, by namespace, after the input objects.
+    fn quotas(&self) -> impl Iterator<Item = Value> + '_ {
+        self.outcomes.iter().filter_map(|o| match &o.quota {
+            core::QuotaUpdate::Apply { status, .. } => {
+                let mut quota = api::ImageQuota::new(api::IMAGE_QUOTA_NAME, api::ImageQuotaSpec {});
+                quota.metadata.namespace = Some(o.namespace.clone());
+                quota.status = Some(status.clone());
+                Some(to_value(&quota))
+            }
+            core::QuotaUpdate::Unchanged | core::QuotaUpdate::Delete => None,
+        })
     }
 
     /// A human-readable summary.

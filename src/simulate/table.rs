@@ -2,7 +2,10 @@
 
 use std::fmt::Write;
 
-use crate::{api::ready_condition, core::TenantOutcome};
+use crate::{
+    api::ready_condition,
+    core::{QuotaUpdate, TenantOutcome},
+};
 
 fn columns(rows: &[Vec<String>]) -> String {
     let mut widths = Vec::new();
@@ -183,6 +186,30 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
         }
     }
     section(&mut out, rows, notes);
+
+    let mut rows = vec![vec![
+        s("NAMESPACE"),
+        s("IMAGE QUOTA"),
+        s("PRIVATE"),
+        s("SHARED"),
+        s("RECIPIENTS PER IMAGE"),
+    ]];
+    for o in outcomes {
+        if let QuotaUpdate::Apply { status, .. } = &o.quota {
+            let per_image = match status.hard.recipients_per_image {
+                crate::config::UNLIMITED => s("unlimited"),
+                n => n.to_string(),
+            };
+            rows.push(vec![
+                o.namespace.clone(),
+                s(crate::api::IMAGE_QUOTA_NAME),
+                status.summary.private_images.clone(),
+                status.summary.shared_images.clone(),
+                per_image,
+            ]);
+        }
+    }
+    section(&mut out, rows, Vec::new());
 
     let mut rows = vec![vec![s("NAMESPACE"), s("GRANT (ROLE + ROLEBINDING)"), s("SUBJECTS")]];
     for o in outcomes {
