@@ -539,9 +539,15 @@ fn deployment_is_hardened_probed_and_configured() {
             .as_str()
             .unwrap_or_else(|| panic!("ConfigMap {cm_name} has no {file}"));
         let config = Config::parse(text).unwrap_or_else(|e| panic!("the rendered config does not load: {e}"));
+        // kubevirt.enabled reaches the file too, so that `simulate --config` with it judges
+        // volume and server sources as `run` does.
+        let kubevirt = std::ptr::eq(docs, rendered_full());
         assert_eq!(
             config,
-            Config::default(),
+            Config {
+                kubevirt,
+                ..Config::default()
+            },
             "the chart's default config is the operator's default"
         );
 

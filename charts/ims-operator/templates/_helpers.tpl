@@ -73,7 +73,9 @@ The container image reference; the tag defaults to the chart's appVersion.
 The operator's config file, rendered from .Values.config.
 */}}
 {{- define "ims-operator.configFile" -}}
-{{- toYaml .Values.config }}
+{{- /* kubevirt comes from its own value, so that `simulate --config` with this file judges
+volume and server sources as the operator does. */ -}}
+{{- toYaml (merge (dict "kubevirt" .Values.kubevirt.enabled) (deepCopy .Values.config)) }}
 {{- end }}
 
 {{/*
