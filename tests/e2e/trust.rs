@@ -84,7 +84,7 @@ async fn can(
 }
 
 /// A Role with `rules` and its RoleBinding to a user, made by the admin.
-async fn grant_user(env: &Env, ns: &str, name: &str, user: &str, rules: Value) {
+pub(crate) async fn grant_user(env: &Env, ns: &str, name: &str, user: &str, rules: Value) {
     let role: Role =
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "rules": rules})).unwrap();
     Api::<Role>::namespaced(env.client.clone(), ns)
@@ -103,7 +103,7 @@ async fn grant_user(env: &Env, ns: &str, name: &str, user: &str, rules: Value) {
         .expect("create rolebinding");
 }
 
-async fn skip_without_aggregation(env: Env, test: &str) -> Option<Env> {
+pub(crate) async fn skip_without_aggregation(env: Env, test: &str) -> Option<Env> {
     if env.tenant_roles_aggregated().await {
         return Some(env);
     }
@@ -504,7 +504,7 @@ async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
         .and_then(|l| l.spec?.holder_identity)
 }
 
-async fn poll_until<F, Fut, T>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn poll_until<F, Fut, T>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -666,7 +666,7 @@ async fn d_a_stopped_leader_is_replaced_and_writes_nothing_after_it_resumes() {
 }
 
 /// Whether namespaces finish deleting (kube-controller-manager's namespace controller runs).
-async fn namespaces_get_deleted(env: &mut Env) -> bool {
+pub(crate) async fn namespaces_get_deleted(env: &mut Env) -> bool {
     let probe = env.create_namespace("probe", json!({}), json!({})).await;
     let api: Api<Namespace> = Api::all(env.client.clone());
     api.delete(&probe, &DeleteParams::default())
@@ -752,7 +752,7 @@ async fn delete_and_time(env: &Env, namespaces: &[String]) -> Duration {
     started.elapsed()
 }
 
-fn forbidden_writes(m: &BTreeMap<String, f64>) -> f64 {
+pub(crate) fn forbidden_writes(m: &BTreeMap<String, f64>) -> f64 {
     m.iter()
         .filter(|(k, _)| k.starts_with("ims_write_errors_total") && k.contains("reason=\"Forbidden\""))
         .map(|(_, v)| v)
