@@ -288,7 +288,7 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
         verdict(
             false,
             SOURCE_UNSUPPORTED,
-            "volume and server sources need KubeVirt support: run the operator with --kubevirt (Helm value kubevirt.enabled=true)".into(),
+            "volume and server sources need KubeVirt support: run the operator with --kubevirt, or kubevirt: true in its config file (Helm value kubevirt.enabled=true; simulate --kubevirt)".into(),
         )
     };
     let source = &image.spec.source;
