@@ -13,11 +13,11 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, ImageShare, ImageShareSpec, ImageSource, PrivateImage, PrivateImageSpec,
-        ShareAcceptance, ShareAcceptanceSpec,
+        Decision, FileFormat, FileSource, IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaSpec, ImageShare, ImageShareSpec,
+        ImageSource, PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
     },
     config::Config,
-    core::{self, Evaluator, NamespaceInfo, Snapshot, TenantOutcome, World},
+    core::{self, Evaluator, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
@@ -229,6 +229,16 @@ fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
             let mut obj = (*e.unwrap().object).clone();
             obj.status = Some(u.status.clone());
             snap.upsert_acceptance(Arc::new(obj));
+        }
+        match &o.quota {
+            QuotaUpdate::Apply { status, .. } => {
+                let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
+                quota.metadata.namespace = Some(ns.to_string());
+                quota.status = Some(status.clone());
+                snap.set_quota(ns, Some(Arc::new(quota)));
+            }
+            QuotaUpdate::Delete => snap.set_quota(ns, None),
+            QuotaUpdate::Unchanged => {}
         }
     }
 }
