@@ -1586,3 +1586,48 @@ async fn quota_writes_create_update_and_delete() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(writes(&log), vec![req("DELETE", quota_path)]);
 }
+
+#[tokio::test]
+async fn our_binding_to_a_role_someone_else_replaced_is_deleted() {
+    // Our grant was in place; then someone replaced the Role with their own of the same name
+    // (the watch no longer sees it: it lost the label). The binding of ours would hand out
+    // whatever that Role allows: it goes, with the uid of the object the operator made.
+    let (img, sh, acc, grants) = converged(true);
+    let outcome = Evaluator::new(&snapshot((img, sh, acc))).tenant("tenant-a");
+    let mut existing = ExistingGrants::default();
+    let mut ours = grants.bindings["ims-image-centos-web"].as_ref().clone();
+    ours.metadata.uid = Some("uid-our-binding".into());
+    existing.bindings.insert("ims-image-centos-web".into(), Arc::new(ours));
+    let (client, handle) = mock_client();
+    let log = serve(handle, |seen| {
+        (seen.method == "GET" && seen.path.ends_with("/roles/ims-image-centos-web")).then(|| {
+            Reply::Ok(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": {"name": "ims-image-centos-web", "namespace": "tenant-a"},
+                    "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+                }),
+            )
+        })
+    });
+    let report = write(&client, &outcome, &existing, &Metrics::default()).await;
+    assert_eq!(
+        writes(&log),
+        vec![
+            req("GET", format!("{RBAC_A}/roles/ims-image-centos-web")),
+            req("DELETE", format!("{RBAC_A}/rolebindings/ims-image-centos-web")),
+        ]
+    );
+    let sent: Vec<Seen> = log.lock().unwrap().clone();
+    assert_eq!(
+        sent[1].body["preconditions"]["uid"], "uid-our-binding",
+        "{}",
+        sent[1].body
+    );
+    assert_eq!(report.stats.grant_deletes, 1);
+    assert_eq!(
+        report.grant_faults[0].1.as_ref().map(|f| f.reason),
+        Some(GrantFaultReason::NameTaken)
+    );
+}

@@ -203,8 +203,19 @@ impl Cache {
     pub fn touched_by_unreadable(&self, kind: &'static str, namespace: &str) -> BTreeSet<String> {
         let snap = lock(&self.snapshot);
         let mut out = with_partners(&snap, namespace);
-        if kind == "ShareAcceptance" {
-            out.extend(owners_sharing_with(&snap, namespace));
+        match kind {
+            "ShareAcceptance" => out.extend(owners_sharing_with(&snap, namespace)),
+            // The recipients an unreadable share's salvaged status records.
+            "ImageShare" => out.extend(
+                snap.unreadable()
+                    .shares
+                    .get(namespace)
+                    .into_iter()
+                    .flat_map(|m| m.values().flatten())
+                    .flat_map(|status| &status.images)
+                    .flat_map(|i| i.recipients().cloned()),
+            ),
+            _ => {}
         }
         out
     }

@@ -171,7 +171,11 @@ fn apply<K: Cached>(sink: &FeedSink, kind: &'static str, seen: Seen<K>) {
             let mut touched = K::touched_by_key(&sink.cache, &ns, &name);
             touched.extend(K::touched(&sink.cache, &obj));
             sink.cache.observed(&ns, obj.meta().resource_version.as_deref());
+            // Readable again: whoever the unreadable version held back is told as well (read
+            // before it is forgotten).
+            let was_unreadable = sink.cache.touched_by_unreadable(kind, &ns);
             if sink.cache.set_unreadable(kind, &ns, &name, None) {
+                touched.extend(was_unreadable);
                 sink.state
                     .metrics
                     .set_unreadable(kind, sink.cache.unreadable_count(kind));

@@ -153,10 +153,13 @@ impl LeaderElector {
             let attempt = Instant::now();
             // An attempt that hangs must not outlive the renew deadline.
             match tokio::time::timeout_at(until, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => {
+                Ok(Ok(true)) if Instant::now() < until => {
                     self.valid_until.send_replace(Some(attempt + RENEW_DEADLINE));
                     continue;
                 }
+                // Renewed, but only after the fence had closed: writes in between were refused,
+                // so this term ends and the next one starts from a fresh cache.
+                Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
                     warn!(lease = %self.name, "lost the lease to another replica");
                     self.revoke();

@@ -374,13 +374,16 @@ async fn run_term(
     // the watches are not, so they run in their own task and report through a channel.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let watch_state = state.clone();
+    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<TermEnd>();
+    let lease = elector.clone();
     let watchdog = tokio::spawn(async move {
         let lease_lost = async {
-            match &elector {
+            match &lease {
                 Some(e) => e.hold().await,
                 None => futures::future::pending().await,
             }
         };
+        let mut lease_lost = std::pin::pin!(lease_lost);
         let watch_died = async {
             let handles = feeds.into_iter().map(|(kind, handle)| handle.map(move |r| (kind, r)));
             let ((kind, result), _, _) = futures::future::select_all(handles).await;
@@ -396,11 +399,16 @@ async fn run_term(
                 info!("shutting down: finishing running reconciles");
                 TermEnd::Shutdown
             }
-            _ = lease_lost => TermEnd::LostLease,
+            _ = &mut lease_lost => TermEnd::LostLease,
             _ = watch_died => TermEnd::WatchDied,
         };
+        let _ = end_tx.send(end);
         let _ = stop_tx.send(());
-        end
+        if end == TermEnd::Shutdown {
+            // Keep renewing while the running reconciles finish, so that their writes are not
+            // fenced off half-way; the term's end aborts this.
+            lease_lost.await;
+        }
     });
     let stop = async move {
         let _ = stop_rx.await;
@@ -432,7 +440,15 @@ async fn run_term(
         abort.abort();
     }
     unreadable_reporter.abort();
-    Ok(watchdog.await?)
+    watchdog.abort();
+    let end = end_rx.await.unwrap_or(TermEnd::Shutdown);
+    if end == TermEnd::WatchDied
+        && let Some(elector) = &elector
+    {
+        // The cache can not be trusted: stop writing now, and let a standby take over at once.
+        elector.release().await;
+    }
+    Ok(end)
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -38,6 +38,9 @@ pub struct Context {
     pub(crate) unreadable_reports: UnreadableReports,
     /// Consecutive failures per namespace, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The next share expiry of a namespace whose reconcile failed: a retry backing off must
+    /// not keep an expired share's access past its `expiresAt`.
+    expiries: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Context {
@@ -55,6 +58,7 @@ impl Context {
             warnings: NamespaceWarnings::default(),
             unreadable_reports: UnreadableReports::default(),
             failures: Mutex::default(),
+            expiries: Mutex::default(),
         }
     }
 
@@ -168,6 +172,11 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
               grant_deletes = stats.grant_deletes, refused = report.failures.len(), "reconciled");
     }
     if let Some(first) = report.failures.first() {
+        let mut expiries = ctx.expiries.lock().unwrap_or_else(|p| p.into_inner());
+        match next_expiry {
+            Some(at) => expiries.insert(ns.clone(), at),
+            None => expiries.remove(&ns),
+        };
         return Err(Error::Writes {
             failed: report.failures.len(),
             first: first.message.clone(),
@@ -175,6 +184,7 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         });
     }
     ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ns);
+    ctx.expiries.lock().unwrap_or_else(|p| p.into_inner()).remove(&ns);
     if faults_changed {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
@@ -209,8 +219,12 @@ pub fn error_policy(namespace: Arc<Namespace>, err: &Error, ctx: Arc<Context>) -
     ctx.state.metrics.reconcile_failed(err.metric_reason());
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let n = failures.entry(ns.clone()).or_default();
-    let wait = backoff(*n);
+    let mut wait = backoff(*n);
     *n = n.saturating_add(1);
+    if let Some(at) = ctx.expiries.lock().unwrap_or_else(|p| p.into_inner()).get(&ns) {
+        let until = Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
+        wait = wait.min(until + Duration::from_millis(500));
+    }
     warn!(namespace = %ns, error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

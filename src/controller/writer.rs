@@ -13,7 +13,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
 };
 use serde::Serialize;
 use serde_json::json;
@@ -308,7 +308,20 @@ impl Writer<'_> {
             .await?
         {
             Placed::Ok => {}
-            Placed::Fault(f) => return Ok(Some(f)),
+            Placed::Fault(fault) => {
+                // Someone else's Role of that name: a RoleBinding of ours to it would hand out
+                // whatever that Role allows, so ours goes.
+                if fault.reason == GrantFaultReason::NameTaken
+                    && let Some(ours) = existing
+                        .bindings
+                        .get(&name)
+                        .filter(|b| is_ours(&b.metadata, &grant.image))
+                {
+                    self.delete(&bindings, &name, ours.metadata.uid.as_deref(), report)
+                        .await?;
+                }
+                return Ok(Some(fault));
+            }
         }
         let binding = existing.bindings.get(&name).map(|b| RoleBinding::clone(b));
         match self
@@ -412,23 +425,37 @@ impl Writer<'_> {
         let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), self.ns);
         for (name, binding) in &existing.bindings {
             if !wanted.contains(name) && made_by_operator(&binding.metadata) {
-                self.delete(&bindings, name, report).await?;
+                self.delete(&bindings, name, binding.metadata.uid.as_deref(), report)
+                    .await?;
             }
         }
         let roles: Api<Role> = Api::namespaced(self.client.clone(), self.ns);
         for (name, role) in &existing.roles {
             if !wanted.contains(name) && made_by_operator(&role.metadata) {
-                self.delete(&roles, name, report).await?;
+                self.delete(&roles, name, role.metadata.uid.as_deref(), report).await?;
             }
         }
         Ok(())
     }
 
-    async fn delete<K>(&self, api: &Api<K>, name: &str, report: &mut WriteReport) -> Result<(), Fenced>
+    /// Deletes one of the operator's grant objects; `uid` (of the cached object) makes sure it
+    /// is the object the operator made, not one that replaced it since.
+    async fn delete<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        uid: Option<&str>,
+        report: &mut WriteReport,
+    ) -> Result<(), Fenced>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        match self.fence.guard(api.delete(name, &DeleteParams::background())).await? {
+        let mut params = DeleteParams::background();
+        params.preconditions = uid.map(|uid| Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        });
+        match self.fence.guard(api.delete(name, &params)).await? {
             Ok(_) => {
                 self.metrics.grant_deleted();
                 report.stats.grant_deletes += 1;
