@@ -52,7 +52,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub kubevirt: bool,
     /// Most tenant namespaces reconciled at the same time.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Changes to one namespace within this many milliseconds are reconciled once.
     #[arg(long, value_name = "MILLIS", default_value_t = 200)]
