@@ -13,8 +13,8 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaSpec, ImageShare, ImageShareSpec,
-        ImageSource, PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
+        Decision, FileFormat, FileSource, ImageQuota, ImageShare, ImageShareSpec, ImageSource, PrivateImage,
+        PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
     },
     config::Config,
     core::{self, Evaluator, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
@@ -232,10 +232,7 @@ fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
         }
         match &o.quota {
             QuotaUpdate::Apply { status, .. } => {
-                let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
-                quota.metadata.namespace = Some(ns.to_string());
-                quota.status = Some(status.clone());
-                snap.set_quota(ns, Some(Arc::new(quota)));
+                snap.set_quota(ns, Some(Arc::new(ImageQuota::of(ns, status.clone()))));
             }
             QuotaUpdate::Delete => snap.set_quota(ns, None),
             QuotaUpdate::Unchanged => {}

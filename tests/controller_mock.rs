@@ -15,8 +15,8 @@ use std::{
 use http::{Request, Response, StatusCode};
 use ims_operator::{
     api::{
-        Decision, IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaSpec, ImageQuotaStatus, ImageShare, ImageShareSpec,
-        PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
+        Decision, ImageQuota, ImageQuotaStatus, ImageShare, ImageShareSpec, PrivateImage, PrivateImageSpec,
+        ShareAcceptance, ShareAcceptanceSpec,
     },
     config::Config,
     controller::{
@@ -154,10 +154,7 @@ fn converge_quotas(snap: &mut Snapshot) {
 }
 
 fn quota_object(ns: &str, status: ImageQuotaStatus) -> ImageQuota {
-    let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
-    quota.metadata.namespace = Some(ns.into());
-    quota.status = Some(status);
-    quota
+    ImageQuota::of(ns, status)
 }
 
 fn snapshot(objects: (PrivateImage, ImageShare, Option<ShareAcceptance>)) -> Snapshot {

@@ -23,6 +23,16 @@ pub const IMAGE_QUOTA_NAME: &str = "ims";
 )]
 pub struct ImageQuotaSpec {}
 
+impl ImageQuota {
+    /// The ImageQuota of a namespace with the given status, as the operator keeps it.
+    pub fn of(namespace: &str, status: ImageQuotaStatus) -> Self {
+        let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
+        quota.metadata.namespace = Some(namespace.to_string());
+        quota.status = Some(status);
+        quota
+    }
+}
+
 /// The limits in force for this namespace and what uses them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -375,10 +375,7 @@ impl Report {
     fn quotas(&self) -> impl Iterator<Item = Value> + '_ {
         self.outcomes.iter().filter_map(|o| match &o.quota {
             core::QuotaUpdate::Apply { status, .. } => {
-                let mut quota = api::ImageQuota::new(api::IMAGE_QUOTA_NAME, api::ImageQuotaSpec {});
-                quota.metadata.namespace = Some(o.namespace.clone());
-                quota.status = Some(status.clone());
-                Some(to_value(&quota))
+                Some(to_value(&api::ImageQuota::of(&o.namespace, status.clone())))
             }
             core::QuotaUpdate::Unchanged | core::QuotaUpdate::Delete => None,
         })

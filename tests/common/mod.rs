@@ -9,9 +9,9 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaSpec, ImageShare, ImageShareSpec,
-        ImageShareStatus, ImageSource, PrivateImage, PrivateImageSpec, PrivateImageStatus, ServerSource,
-        ShareAcceptance, ShareAcceptanceSpec, ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
+        Decision, FileFormat, FileSource, ImageQuota, ImageShare, ImageShareSpec, ImageShareStatus, ImageSource,
+        PrivateImage, PrivateImageSpec, PrivateImageStatus, ServerSource, ShareAcceptance, ShareAcceptanceSpec,
+        ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
     },
     config::Config,
     core::{self, EventSpec, Grant, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
@@ -279,10 +279,7 @@ pub fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
         match &o.quota {
             QuotaUpdate::Unchanged => {}
             QuotaUpdate::Apply { status, .. } => {
-                let mut quota = ImageQuota::new(IMAGE_QUOTA_NAME, ImageQuotaSpec {});
-                quota.metadata.namespace = Some(ns.to_string());
-                quota.status = Some(status.clone());
-                snap.set_quota(ns, Some(Arc::new(quota)));
+                snap.set_quota(ns, Some(Arc::new(ImageQuota::of(ns, status.clone()))));
             }
             QuotaUpdate::Delete => snap.set_quota(ns, None),
         }
