@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::{
     Client, ResourceExt,
@@ -162,9 +163,12 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         }
     }
     events.extend(report.failures.iter().map(write_failure_event));
-    for e in &events {
-        ctx.publish(e).await;
-    }
+    // Events are independent of each other and of the order they are read in: a few go out at
+    // once, so a tenant with many transitions (a cold start) is not held up by their round
+    // trips.
+    futures::stream::iter(&events)
+        .for_each_concurrent(EVENTS_IN_FLIGHT, |e| ctx.publish(e))
+        .await;
     ctx.state.metrics.reconciled(started.elapsed());
     let stats = report.stats;
     if stats != writer::WriteStats::default() {
@@ -197,6 +201,9 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         None => Action::await_change(),
     })
 }
+
+/// Events of one reconcile published at the same time.
+const EVENTS_IN_FLIGHT: usize = 8;
 
 /// The longest wait between retries of one namespace.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
