@@ -26,7 +26,7 @@ use crate::{
     api::{IMAGE_QUOTA_NAME, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     core::{
         Grant, GrantFault, GrantFaultReason, QuotaUpdate, Regarding, TenantOutcome,
-        grants::{IMAGE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, grant_name},
+        grants::{MANAGED_BY, MANAGED_BY_LABEL, grant_name, made_by_operator, made_for_image},
     },
 };
 
@@ -315,7 +315,7 @@ impl Writer<'_> {
                     && let Some(ours) = existing
                         .bindings
                         .get(&name)
-                        .filter(|b| is_ours(&b.metadata, &grant.image))
+                        .filter(|b| made_for_image(&b.metadata, &grant.image))
                 {
                     self.delete(&bindings, &name, ours.metadata.uid.as_deref(), report)
                         .await?;
@@ -376,7 +376,7 @@ impl Writer<'_> {
             },
         };
         if let Some(current) = &current {
-            if !is_ours(current.meta(), image) {
+            if !made_for_image(current.meta(), image) {
                 let fault = GrantFault {
                     reason: GrantFaultReason::NameTaken,
                     message: format!(
@@ -510,25 +510,6 @@ fn describe(e: &kube::Error) -> String {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// Whether the operator made a Role or RoleBinding: its label, an image label, and the grant
-/// name of that image. Anything else, even with the label, is somebody else's.
-pub fn made_by_operator(meta: &ObjectMeta) -> bool {
-    let labels = meta.labels.as_ref();
-    let managed = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY);
-    let image = labels.and_then(|l| l.get(IMAGE_LABEL));
-    managed && image.is_some_and(|image| meta.name.as_deref() == Some(grant_name(image).as_str()))
-}
-
-fn is_ours(meta: &ObjectMeta, image: &str) -> bool {
-    made_by_operator(meta)
-        && meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(IMAGE_LABEL))
-            .map(String::as_str)
-            == Some(image)
 }
 
 /// Whether a stored grant object already carries what we would apply.

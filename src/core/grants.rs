@@ -34,6 +34,27 @@ pub struct Grant {
     pub binding: RoleBinding,
 }
 
+/// Whether the operator made a Role or RoleBinding: its label, an image label, and the grant
+/// name of that image. Anything else, even with the label, is somebody else's and is never
+/// written or deleted.
+pub fn made_by_operator(meta: &ObjectMeta) -> bool {
+    let labels = meta.labels.as_ref();
+    let managed = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY);
+    let image = labels.and_then(|l| l.get(IMAGE_LABEL));
+    managed && image.is_some_and(|image| meta.name.as_deref() == Some(grant_name(image).as_str()))
+}
+
+/// Whether the operator made a Role or RoleBinding as the grant of this image.
+pub fn made_for_image(meta: &ObjectMeta, image: &str) -> bool {
+    made_by_operator(meta)
+        && meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(IMAGE_LABEL))
+            .map(String::as_str)
+            == Some(image)
+}
+
 /// The name of the Role and RoleBinding of an image.
 pub fn grant_name(image: &str) -> String {
     format!("ims-image-{image}")
@@ -154,6 +175,33 @@ mod tests {
         config::Config,
         core::{MachineInfo, World},
     };
+
+    fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_objects_with_the_label_the_image_label_and_its_grant_name_are_the_operators() {
+        let ours = meta("ims-image-web", &[(MANAGED_BY_LABEL, MANAGED_BY), (IMAGE_LABEL, "web")]);
+        assert!(made_by_operator(&ours) && made_for_image(&ours, "web"));
+        assert!(!made_for_image(&ours, "db"), "another image's grant");
+        for foreign in [
+            meta("ims-image-web", &[(IMAGE_LABEL, "web")]),
+            meta("ims-image-web", &[(MANAGED_BY_LABEL, MANAGED_BY)]),
+            meta(
+                "ims-image-web",
+                &[(MANAGED_BY_LABEL, "someone-else"), (IMAGE_LABEL, "web")],
+            ),
+            meta("team-role", &[(MANAGED_BY_LABEL, MANAGED_BY), (IMAGE_LABEL, "web")]),
+            meta("ims-image-db", &[(MANAGED_BY_LABEL, MANAGED_BY), (IMAGE_LABEL, "web")]),
+        ] {
+            assert!(!made_by_operator(&foreign), "{foreign:?}");
+        }
+    }
 
     fn image(source: ImageSource) -> PrivateImage {
         let mut image = PrivateImage::new(
