@@ -100,6 +100,24 @@ pub struct SharedImageStatus {
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub removed: Vec<String>,
+    /// Recipients this share lists for the image that are not offered it, by reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub refused: Vec<RefusedRecipients>,
+}
+
+/// Listed recipients not offered an image, and why.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedRecipients {
+    /// Why: Expired, ImageNotFound, ImageNotReady, ImagePublished, RecipientIsOwner,
+    /// RecipientNotFound, RegionMismatch, SharedImageLimitExceeded or RecipientLimitExceeded.
+    pub reason: String,
+    /// The recipient namespaces (sorted).
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub recipients: Vec<String>,
 }
 
 impl SharedImageStatus {

@@ -3,12 +3,14 @@
 //! Types only: no I/O. Validation that the API server can do on its own (enums, ranges, sizes,
 //! patterns, CEL rules) lives here in the schema, so `kubectl apply` rejects bad input.
 
+mod image_offer;
 mod image_quota;
 mod image_share;
 mod private_image;
 mod share_acceptance;
 pub mod validation;
 
+pub use image_offer::*;
 pub use image_quota::*;
 pub use image_share::*;
 pub use private_image::*;
@@ -40,10 +42,20 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ImageShare::crd(),
         ShareAcceptance::crd(),
         ImageQuota::crd(),
+        without_status_subresource(ImageOffer::crd()),
     ]
     .into_iter()
     .map(without_null_enum_values)
     .collect()
+}
+
+/// An ImageOffer is written only by the operator, whole, in one server-side apply: with a
+/// status subresource every new offer would take two writes (object, then status).
+fn without_status_subresource(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// schemars lists `null` among the values of an optional enum; the field is already

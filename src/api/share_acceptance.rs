@@ -1,8 +1,8 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Architecture, FileFormat, FileSource, ImageType, OsType, ShareState};
+use super::{FileFormat, FileSource, ShareState};
 
 /// A recipient's answer to images another tenant shares with this namespace: accept, reject or
 /// remove them, by name or all at once.
@@ -88,13 +88,13 @@ pub struct ShareAcceptanceStatus {
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// "Shared with me": every image the owner offers to this namespace (at most 1000, by
-    /// name), with its state.
+    /// The offered images this acceptance covers (at most 1000, by name): its own decisions.
+    /// Everything the owner offers to this namespace is in the ImageOffer named after the owner.
     #[serde(default)]
     #[schemars(length(max = 1000))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub images: Vec<ReceivedImage>,
-    /// How many more offered images there are beyond the listed ones.
+    /// How many more covered images there are beyond the listed ones.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more_images: i32,
 }
@@ -103,7 +103,8 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-/// One image offered to this namespace.
+/// One offered image this ShareAcceptance covers, and how it was decided. The image's
+/// description and how to use it are in the namespace's ImageOffer of the owner.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceivedImage {
@@ -111,29 +112,39 @@ pub struct ReceivedImage {
     pub name: String,
     /// Pending, Accepted, Rejected or Removed.
     pub state: ShareState,
-    /// How the state was decided: NoDecision, ThisAcceptance, NamedAcceptance (a ShareAcceptance
-    /// that names the image overrides this one), OtherAcceptance, or Conflict (an equally
-    /// specific ShareAcceptance with a stronger decision wins).
-    pub reason: String,
-    /// The ShareAcceptance whose decision is in effect, if any.
+    /// Whose decision is in effect.
+    pub reason: DecisionReason,
+    /// The other ShareAcceptance whose decision is in effect, when it is not this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
-    /// When the state last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    pub image_type: ImageType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_type: Option<OsType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    pub architecture: Architecture,
-    #[serde(rename = "diskSizeGiB")]
-    pub disk_size_gib: i32,
-    /// How to use the image; present only while Accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<AcceptedSource>,
+}
+
+/// How the state of an image a ShareAcceptance covers was decided.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum DecisionReason {
+    /// This acceptance decides it.
+    ThisAcceptance,
+    /// A ShareAcceptance that names the image overrides this one, which covers all images.
+    NamedAcceptance,
+    /// An equally specific ShareAcceptance with a stronger decision (Remove > Reject > Accept)
+    /// overrides this one.
+    Conflict,
+    /// It would be Accepted, but this namespace holds a ShareAcceptance the operator can not
+    /// read, which might refuse it: the image keeps its state until that one is fixed.
+    UnreadableAcceptance,
+}
+
+impl DecisionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionReason::ThisAcceptance => "ThisAcceptance",
+            DecisionReason::NamedAcceptance => "NamedAcceptance",
+            DecisionReason::Conflict => "Conflict",
+            DecisionReason::UnreadableAcceptance => "UnreadableAcceptance",
+        }
+    }
 }
 
 /// Where an accepted image's content can be read from.
@@ -152,6 +163,10 @@ pub struct AcceptedSource {
     /// The VirtualMachine, for a server source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_machine: Option<String>,
+    /// The PersistentVolumeClaims and DataVolumes of the VirtualMachine's disks, to clone, for a
+    /// server source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<String>,
 }
 
 /// The file of an accepted image. The operator copies it from the owner's validated spec, so

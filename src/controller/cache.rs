@@ -21,7 +21,7 @@ use kube::{ResourceExt, core::DynamicObject};
 
 use super::guard::Salvaged;
 use crate::{
-    api::{ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
+    api::{ImageOffer, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     config::Config,
     core::{self, MachineInfo, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
 };
@@ -36,6 +36,8 @@ pub struct ExistingGrants {
 /// Shared watch caches.
 pub struct Cache {
     snapshot: Mutex<Snapshot>,
+    /// Remembers evaluations between reconciles; locked only while the snapshot is.
+    evaluator: Mutex<core::Evaluator>,
     roles: Mutex<HashMap<String, BTreeMap<String, Arc<Role>>>>,
     bindings: Mutex<HashMap<String, BTreeMap<String, Arc<RoleBinding>>>>,
     synced: AtomicUsize,
@@ -66,6 +68,7 @@ impl Cache {
         let snapshot = Snapshot::new(config, World::Cluster { kubevirt }, Timestamp::now())?;
         Ok(Cache {
             snapshot: Mutex::new(snapshot),
+            evaluator: Mutex::default(),
             roles: Mutex::default(),
             bindings: Mutex::default(),
             synced: AtomicUsize::new(0),
@@ -245,7 +248,7 @@ impl Cache {
     pub fn evaluate(&self, namespace: &str, now: Timestamp) -> (TenantOutcome, ExistingGrants, Option<Timestamp>) {
         let mut snap = lock(&self.snapshot);
         snap.set_now(now);
-        let outcome = core::Evaluator::new(&snap).tenant(namespace);
+        let outcome = lock(&self.evaluator).tenant(&snap, namespace);
         let next_expiry = snap
             .shares_in(namespace)
             .filter_map(|s| s.object.spec.expires_at.as_ref().map(|t| t.0))
@@ -564,6 +567,31 @@ impl Cached for ImageQuota {
             .quotas
             .values()
             .map(|q| key_of(q.as_ref()))
+            .collect()
+    }
+    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
+        BTreeSet::from([object.namespace().unwrap_or_default()])
+    }
+    fn touched_by_key(_cache: &Cache, namespace: &str, _name: &str) -> BTreeSet<String> {
+        BTreeSet::from([namespace.to_string()])
+    }
+}
+
+/// The operator's own ImageOffers, so that an unchanged one is not written again and one no
+/// longer wanted is deleted.
+impl Cached for ImageOffer {
+    fn store(cache: &Cache, object: Arc<Self>) {
+        let (ns, owner) = key_of(object.as_ref());
+        lock(&cache.snapshot).set_offer(&ns, &owner, Some(object));
+    }
+    fn forget(cache: &Cache, namespace: &str, name: &str) {
+        lock(&cache.snapshot).set_offer(namespace, name, None);
+    }
+    fn known(cache: &Cache) -> BTreeSet<(String, String)> {
+        lock(&cache.snapshot)
+            .offers
+            .iter()
+            .flat_map(|(ns, m)| m.keys().map(move |owner| (ns.clone(), owner.clone())))
             .collect()
     }
     fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {

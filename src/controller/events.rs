@@ -17,24 +17,12 @@ use super::{
     metrics::{Metrics, WriteKind, error_reason},
     writer::WriteFailure,
 };
-use crate::{
-    api,
-    core::{EventSpec, EventType, Regarding},
-};
-
-/// The apiVersion of a kind the operator reports on.
-fn api_version(kind: &str) -> &'static str {
-    match kind {
-        "Namespace" => "v1",
-        "Role" | "RoleBinding" => "rbac.authorization.k8s.io/v1",
-        _ => api::API_VERSION,
-    }
-}
+use crate::core::{Action, EventReason, EventSpec, EventType, Kind, Regarding};
 
 fn object_reference(r: &Regarding) -> ObjectReference {
     ObjectReference {
-        api_version: Some(api_version(r.kind).to_string()),
-        kind: Some(r.kind.to_string()),
+        api_version: Some(r.kind.api_version().to_string()),
+        kind: Some(r.kind.as_str().to_string()),
         namespace: r.namespace.clone(),
         name: Some(r.name.clone()),
         uid: r.uid.clone(),
@@ -49,9 +37,9 @@ pub async fn publish(recorder: &Recorder, metrics: &Metrics, fence: &Fence, e: &
             EventType::Normal => KubeEventType::Normal,
             EventType::Warning => KubeEventType::Warning,
         },
-        reason: e.reason.clone(),
+        reason: e.reason.to_string(),
         note: Some(e.note.clone()),
-        action: e.action.clone(),
+        action: e.action.as_str().to_string(),
         secondary: None,
     };
     match fence
@@ -72,8 +60,8 @@ pub fn write_failure_event(failure: &WriteFailure) -> EventSpec {
     EventSpec::new(
         &failure.regarding,
         EventType::Warning,
-        "WriteFailed",
-        "Write",
+        EventReason::WriteFailed.as_str(),
+        Action::Write,
         format!("{} (retried with backoff)", failure.message),
     )
 }
@@ -81,7 +69,7 @@ pub fn write_failure_event(failure: &WriteFailure) -> EventSpec {
 /// The Warning Event for an object that does not decode.
 pub fn unreadable_event(report: &UnreadableReport) -> EventSpec {
     let regarding = Regarding {
-        kind: report.kind,
+        kind: Kind::named(report.kind).expect("only the operator's own kinds are decoded"),
         namespace: report.metadata.namespace.clone(),
         name: report.metadata.name.clone().unwrap_or_default(),
         uid: report.metadata.uid.clone(),
@@ -94,8 +82,8 @@ pub fn unreadable_event(report: &UnreadableReport) -> EventSpec {
     EventSpec::new(
         &regarding,
         EventType::Warning,
-        "UnreadableObject",
-        "Decode",
+        EventReason::UnreadableObject.as_str(),
+        Action::Decode,
         format!("this object does not decode ({}); {consequence}", report.error),
     )
 }
@@ -131,13 +119,13 @@ impl NamespaceWarnings {
         let mut published = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let current: BTreeSet<String> = events
             .iter()
-            .filter(|e| e.regarding.kind == "Namespace")
+            .filter(|e| e.regarding.kind == Kind::Namespace)
             .map(|e| e.note.clone())
             .collect();
         let before = published.insert(ns.to_string(), current).unwrap_or_default();
         events
             .into_iter()
-            .filter(|e| e.regarding.kind != "Namespace" || !before.contains(&e.note))
+            .filter(|e| e.regarding.kind != Kind::Namespace || !before.contains(&e.note))
             .collect()
     }
 }

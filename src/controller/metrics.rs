@@ -32,6 +32,8 @@ pub enum WriteKind {
     Lease,
     /// An ImageQuota create or delete (its status writes count as `Status`).
     Quota,
+    /// An ImageOffer write or delete.
+    Offer,
 }
 
 impl WriteKind {
@@ -43,6 +45,7 @@ impl WriteKind {
             WriteKind::Event => "event",
             WriteKind::Lease => "lease",
             WriteKind::Quota => "quota",
+            WriteKind::Offer => "offer",
         }
     }
 }

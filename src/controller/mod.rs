@@ -37,7 +37,7 @@ use kube::{
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{self, IMAGE_QUOTA_NAME, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
+    api::{self, IMAGE_QUOTA_NAME, ImageOffer, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     cli::{LogFormat, RunArgs},
     config::Config,
     core::grants::{MANAGED_BY, MANAGED_BY_LABEL},
@@ -311,6 +311,14 @@ async fn run_term(
                     watcher::Config::default().fields(&format!("metadata.name={IMAGE_QUOTA_NAME}")),
                 )
                 .default_backoff(),
+                sink.clone(),
+            )),
+        ),
+        (
+            "ImageOffer",
+            tokio::spawn(feed::<ImageOffer>(
+                "ImageOffer",
+                watcher(Api::all(client.clone()), managed.clone()).default_backoff(),
                 sink.clone(),
             )),
         ),

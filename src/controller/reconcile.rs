@@ -25,7 +25,7 @@ use super::{
     leader::Fence,
     writer,
 };
-use crate::core::{EventSpec, EventType, GrantFaultReason, Regarding};
+use crate::core::{AccessReason, Action as EventAction, EventSpec, EventType, Kind, Regarding};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -146,9 +146,9 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
             continue;
         }
         faults_changed = true;
-        if let Some(fault) = fault.as_ref().filter(|f| f.reason == GrantFaultReason::NameTaken) {
+        if let Some(fault) = fault.as_ref().filter(|f| f.reason == AccessReason::GrantNameTaken) {
             let regarding = Regarding {
-                kind: "PrivateImage",
+                kind: Kind::PrivateImage,
                 namespace: Some(ns.clone()),
                 name: image.to_string(),
                 uid: None,
@@ -157,7 +157,7 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
                 &regarding,
                 EventType::Warning,
                 fault.reason.as_str(),
-                "Grant",
+                EventAction::Grant,
                 fault.message.clone(),
             ));
         }

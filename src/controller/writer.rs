@@ -23,9 +23,9 @@ use super::{
     metrics::{Metrics, WriteKind, error_reason},
 };
 use crate::{
-    api::{IMAGE_QUOTA_NAME, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
+    api::{IMAGE_QUOTA_NAME, ImageOffer, ImageOfferStatus, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     core::{
-        Grant, GrantFault, GrantFaultReason, QuotaUpdate, Regarding, TenantOutcome,
+        AccessReason, Grant, GrantFault, Kind, QuotaUpdate, Regarding, TenantOutcome,
         grants::{MANAGED_BY, MANAGED_BY_LABEL, grant_name, made_by_operator, made_for_image},
     },
 };
@@ -38,6 +38,8 @@ pub const STATUS_MANAGER: &str = "ims-operator-status";
 pub const GRANT_MANAGER: &str = "ims-operator-grants";
 /// Field manager of the ImageQuota writer.
 pub const QUOTA_MANAGER: &str = "ims-operator-quota";
+/// Field manager of the ImageOffer writer.
+pub const OFFER_MANAGER: &str = "ims-operator-offers";
 
 /// What one write pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,6 +139,26 @@ impl Writer<'_> {
                     .await?;
             }
         }
+        for u in outcome.offers.iter().filter(|u| u.changed) {
+            self.apply_offer(&u.name, &u.status, report).await?;
+        }
+        for owner in &outcome.withdrawn_offers {
+            let api: Api<ImageOffer> = Api::namespaced(self.client.clone(), self.ns);
+            match self.fence.guard(api.delete(owner, &DeleteParams::background())).await? {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    let regarding = self.regarding::<ImageOffer>(owner);
+                    self.fail(
+                        report,
+                        WriteKind::Offer,
+                        regarding,
+                        format!("deleting ImageOffer {owner}"),
+                        &e,
+                    );
+                }
+            }
+        }
         match &outcome.quota {
             QuotaUpdate::Unchanged => {}
             QuotaUpdate::Apply { create, status } => {
@@ -165,6 +187,38 @@ impl Writer<'_> {
                         );
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the ImageOffer of `owner` whole, in one server-side apply (the kind has no status
+    /// subresource: only the operator writes it).
+    async fn apply_offer(&self, owner: &str, status: &ImageOfferStatus, report: &mut WriteReport) -> Result<(), Fenced> {
+        let api: Api<ImageOffer> = Api::namespaced(self.client.clone(), self.ns);
+        let mut offer = ImageOffer::of(self.ns, owner, status.clone());
+        offer
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+        offer.metadata.namespace = None;
+        let params = PatchParams::apply(OFFER_MANAGER).force();
+        match self.fence.guard(api.patch(owner, &params, &Patch::Apply(&offer))).await? {
+            Ok(written) => {
+                self.metrics.status_patched();
+                report.stats.status_patches += 1;
+                report.written.extend(written.metadata.resource_version);
+            }
+            Err(e) => {
+                let regarding = self.regarding::<ImageOffer>(owner);
+                self.fail(
+                    report,
+                    WriteKind::Offer,
+                    regarding,
+                    format!("writing ImageOffer {owner}"),
+                    &e,
+                );
             }
         }
         Ok(())
@@ -219,7 +273,7 @@ impl Writer<'_> {
     /// An object of this namespace, to report a failure on.
     fn regarding<K: Resource<DynamicType = ()>>(&self, name: &str) -> Regarding {
         Regarding {
-            kind: static_kind::<K>(),
+            kind: kind_of::<K>(),
             namespace: Some(self.ns.to_string()),
             name: name.to_string(),
             uid: None,
@@ -277,7 +331,7 @@ impl Writer<'_> {
     ) -> Result<Option<GrantFault>, Fenced> {
         let name = grant_name(&grant.image);
         let regarding = Regarding {
-            kind: "PrivateImage",
+            kind: Kind::PrivateImage,
             namespace: Some(self.ns.to_string()),
             name: grant.image.clone(),
             uid: grant
@@ -311,7 +365,7 @@ impl Writer<'_> {
             Placed::Fault(fault) => {
                 // Someone else's Role of that name: a RoleBinding of ours to it would hand out
                 // whatever that Role allows, so ours goes.
-                if fault.reason == GrantFaultReason::NameTaken
+                if fault.reason == AccessReason::GrantNameTaken
                     && let Some(ours) = existing
                         .bindings
                         .get(&name)
@@ -378,7 +432,7 @@ impl Writer<'_> {
         if let Some(current) = &current {
             if !made_for_image(current.meta(), image) {
                 let fault = GrantFault {
-                    reason: GrantFaultReason::NameTaken,
+                    reason: AccessReason::GrantNameTaken,
                     message: format!(
                         "{kind} {name} exists and was not made by the operator; it is left as it is, so the accepted recipients can not use the image until it is renamed or deleted"
                     ),
@@ -483,21 +537,13 @@ enum Placed {
 
 fn write_fault(kind: &str, name: &str, e: &kube::Error) -> GrantFault {
     GrantFault {
-        reason: GrantFaultReason::WriteFailed,
+        reason: AccessReason::GrantWriteFailed,
         message: format!("writing {kind} {name} failed: {}", describe(e)),
     }
 }
 
-fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "PrivateImage" => "PrivateImage",
-        "ImageShare" => "ImageShare",
-        "ShareAcceptance" => "ShareAcceptance",
-        "ImageQuota" => "ImageQuota",
-        "Role" => "Role",
-        "RoleBinding" => "RoleBinding",
-        _ => "Object",
-    }
+fn kind_of<K: Resource<DynamicType = ()>>() -> Kind {
+    Kind::named(&K::kind(&())).expect("the operator writes only kinds of its vocabulary")
 }
 
 /// The API server's own words where it gave some.

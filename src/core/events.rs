@@ -2,11 +2,18 @@
 //! from the difference between the current and the desired status (so an unchanged object
 //! produces none).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use crate::api::{ImageShareStatus, PrivateImageStatus, READY, ShareAcceptanceStatus, ShareState, ready_condition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
-use super::conditions::{name_list, truncate};
+use crate::api::{
+    ImageOfferStatus, ImageShareStatus, PrivateImageStatus, READY, ShareAcceptanceStatus, ShareState, ready_condition,
+};
+
+use super::{
+    conditions::{name_list, truncate},
+    vocabulary::{Action, EventReason, Kind, offer_state_reason, share_state_reason},
+};
 
 /// Event notes are capped like the API's 1 KiB `note`.
 pub const MAX_NOTE: usize = 1024;
@@ -29,10 +36,22 @@ impl EventType {
 /// The object an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Regarding {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub namespace: Option<String>,
     pub name: String,
     pub uid: Option<String>,
+}
+
+impl Regarding {
+    /// An object of the given kind, as far as it is known (a new one has no uid yet).
+    pub fn object(kind: Kind, meta: &ObjectMeta) -> Self {
+        Regarding {
+            kind,
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
+        }
+    }
 }
 
 /// An event to publish.
@@ -40,37 +59,38 @@ pub struct Regarding {
 pub struct EventSpec {
     pub regarding: Regarding,
     pub type_: EventType,
-    pub reason: String,
-    pub action: String,
+    pub reason: &'static str,
+    pub action: Action,
     pub note: String,
 }
 
 impl EventSpec {
-    pub fn new(regarding: &Regarding, type_: EventType, reason: &str, action: &str, note: String) -> Self {
+    pub fn new(regarding: &Regarding, type_: EventType, reason: &'static str, action: Action, note: String) -> Self {
         EventSpec {
             regarding: regarding.clone(),
             type_,
-            reason: reason.into(),
-            action: action.into(),
+            reason,
+            action,
             note: truncate(note, MAX_NOTE),
         }
     }
 }
 
-fn ready_triplet(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-) -> Option<(&str, &str, &str)> {
+fn ready_triplet(conditions: &[Condition]) -> Option<(&str, &str, &str)> {
     ready_condition(conditions).map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
-/// Event for a changed Ready condition (status or reason).
+/// Event for a changed Ready condition (status or reason). `reason` is the new condition's
+/// reason, as the engine's vocabulary spells it.
 fn ready_event(
     regarding: &Regarding,
-    old: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    new: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    action: &str,
+    old: &[Condition],
+    new: &[Condition],
+    reason: &'static str,
+    action: Action,
 ) -> Option<EventSpec> {
-    let (status, reason, message) = ready_triplet(new)?;
+    let (status, new_reason, message) = ready_triplet(new)?;
+    debug_assert_eq!(new_reason, reason);
     let changed = match ready_triplet(old) {
         Some((s, r, _)) => s != status || r != reason,
         None => true,
@@ -96,39 +116,52 @@ pub fn image_events(
     regarding: &Regarding,
     old: Option<&PrivateImageStatus>,
     new: &PrivateImageStatus,
+    reason: &'static str,
 ) -> Vec<EventSpec> {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    ready_event(regarding, old_conditions, &new.conditions, "Admit")
+    ready_event(regarding, old_conditions, &new.conditions, reason, Action::Admit)
         .into_iter()
         .collect()
 }
 
-fn share_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(String, String), ShareState> {
+fn share_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), ShareState> {
     let mut pairs = BTreeMap::new();
     for img in status.iter().flat_map(|s| &s.images) {
         for (state, list) in img.lists() {
             for r in list {
-                pairs.insert((img.name.clone(), r.clone()), state);
+                pairs.insert((img.name.as_str(), r.as_str()), state);
             }
         }
     }
     pairs
 }
 
-pub fn share_events(regarding: &Regarding, old: Option<&ImageShareStatus>, new: &ImageShareStatus) -> Vec<EventSpec> {
+fn refused_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), &str> {
+    let mut pairs = BTreeMap::new();
+    for img in status.iter().flat_map(|s| &s.images) {
+        for group in &img.refused {
+            for r in &group.recipients {
+                pairs.insert((img.name.as_str(), r.as_str()), group.reason.as_str());
+            }
+        }
+    }
+    pairs
+}
+
+pub fn share_events(
+    regarding: &Regarding,
+    old: Option<&ImageShareStatus>,
+    new: &ImageShareStatus,
+    reason: &'static str,
+) -> Vec<EventSpec> {
     let before = share_pairs(old);
     let after = share_pairs(Some(new));
     // reason -> "image → recipient" items
-    let mut groups: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut groups: BTreeMap<EventReason, Vec<String>> = BTreeMap::new();
     for (pair, state) in &after {
         let reason = match before.get(pair) {
-            None => "Offered",
-            Some(prev) if prev != state => match state {
-                ShareState::Pending => "Pending",
-                ShareState::Accepted => "RecipientAccepted",
-                ShareState::Rejected => "RecipientRejected",
-                ShareState::Removed => "RecipientRemoved",
-            },
+            None => EventReason::Offered,
+            Some(prev) if prev != state => share_state_reason(*state),
             Some(_) => continue,
         };
         groups
@@ -138,7 +171,7 @@ pub fn share_events(regarding: &Regarding, old: Option<&ImageShareStatus>, new: 
     }
     for pair in before.keys().filter(|p| !after.contains_key(*p)) {
         groups
-            .entry("OfferWithdrawn")
+            .entry(EventReason::OfferWithdrawn)
             .or_default()
             .push(format!("{} → {}", pair.0, pair.1));
     }
@@ -146,37 +179,87 @@ pub fn share_events(regarding: &Regarding, old: Option<&ImageShareStatus>, new: 
         .into_iter()
         .map(|(reason, items)| {
             let note = format!("{reason}: {}", name_list(items.iter().map(String::as_str), 20));
-            EventSpec::new(regarding, EventType::Normal, reason, "Share", note)
+            EventSpec::new(regarding, EventType::Normal, reason.as_str(), Action::Share, note)
         })
         .collect();
+    // Every newly refused pair, also when the Ready reason stays the same.
+    let refused_before = refused_pairs(old);
+    let mut refused: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (pair, why) in refused_pairs(Some(new)) {
+        if refused_before.get(&pair) != Some(&why) {
+            refused.entry(why).or_default().push(format!("{} → {}", pair.0, pair.1));
+        }
+    }
+    if !refused.is_empty() {
+        let parts: Vec<String> = refused
+            .iter()
+            .map(|(why, items)| format!("{why}: {}", name_list(items.iter().map(String::as_str), 20)))
+            .collect();
+        events.push(EventSpec::new(
+            regarding,
+            EventType::Warning,
+            EventReason::Refused.as_str(),
+            Action::Share,
+            format!("not offered: {}", parts.join("; ")),
+        ));
+    }
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    events.extend(ready_event(regarding, old_conditions, &new.conditions, "Share"));
+    events.extend(ready_event(regarding, old_conditions, &new.conditions, reason, Action::Share));
     events
 }
 
-/// Recipient-side events. `why_gone` explains, per image that is no longer offered, why
-/// (it only ever names images this namespace was offered before).
+/// A ShareAcceptance's own events: its Ready condition. What happens to the images it
+/// decides is told once, on the ImageOffer (or, for revoked access, on this acceptance when it
+/// was the deciding one; see [`offer_events`]).
 pub fn acceptance_events(
     regarding: &Regarding,
-    owner: &str,
     old: Option<&ShareAcceptanceStatus>,
     new: &ShareAcceptanceStatus,
-    why_gone: &dyn Fn(&str) -> String,
+    reason: &'static str,
 ) -> Vec<EventSpec> {
-    let before: BTreeMap<&str, ShareState> = old
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut events: Vec<EventSpec> =
+        ready_event(regarding, old_conditions, &new.conditions, reason, Action::Decide)
+            .into_iter()
+            .collect();
+    for e in &mut events {
+        if e.reason != "Conflict" {
+            e.type_ = EventType::Normal;
+        }
+    }
+    events
+}
+
+/// Recipient-side events of one owner's offer: images newly offered, state changes, and
+/// images no longer offered with why (`why_gone`, which only ever explains images this
+/// namespace was offered before). `new` is `None` when the owner offers nothing any more.
+/// Revoked access is told on the ShareAcceptance that had accepted the image when it still
+/// exists (`deciding` finds it), otherwise on the ImageOffer.
+pub fn offer_events(
+    regarding: &Regarding,
+    owner: &str,
+    old: Option<&ImageOfferStatus>,
+    new: Option<&ImageOfferStatus>,
+    why_gone: &dyn Fn(&str) -> String,
+    deciding: &dyn Fn(&str) -> Option<Regarding>,
+) -> Vec<EventSpec> {
+    let before: BTreeMap<&str, (ShareState, Option<&str>)> = old
+        .iter()
+        .flat_map(|s| &s.images)
+        .map(|i| (i.name.as_str(), (i.state, i.decided_by.as_deref())))
+        .collect();
+    let after: BTreeMap<&str, ShareState> = new
         .iter()
         .flat_map(|s| &s.images)
         .map(|i| (i.name.as_str(), i.state))
         .collect();
-    let after: BTreeMap<&str, ShareState> = new.images.iter().map(|i| (i.name.as_str(), i.state)).collect();
-    let listed_before: BTreeSet<&str> = before.keys().copied().collect();
     let mut events = Vec::new();
     let mut offered = Vec::new();
     let mut changed: BTreeMap<ShareState, Vec<&str>> = BTreeMap::new();
     for (name, state) in &after {
         match before.get(name) {
             None => offered.push(*name),
-            Some(prev) if prev != state => changed.entry(*state).or_default().push(name),
+            Some((prev, _)) if prev != state => changed.entry(*state).or_default().push(name),
             Some(_) => {}
         }
     }
@@ -184,8 +267,8 @@ pub fn acceptance_events(
         events.push(EventSpec::new(
             regarding,
             EventType::Normal,
-            "ImageOffered",
-            "Offer",
+            EventReason::ImageOffered.as_str(),
+            Action::Offer,
             format!("{owner} offers: {}", name_list(offered.iter().copied(), 20)),
         ));
     }
@@ -193,38 +276,38 @@ pub fn acceptance_events(
         events.push(EventSpec::new(
             regarding,
             EventType::Normal,
-            state.as_str(),
-            "Decide",
+            offer_state_reason(state).as_str(),
+            Action::Decide,
             format!("now {state}: {}", name_list(names.iter().copied(), 20)),
         ));
     }
-    // Images that are no longer in the list were withdrawn or revoked; an image that is simply
+    // Images that are no longer listed were withdrawn or revoked; an image that is simply
     // beyond the 1,000-entry window is still offered, so only truly vanished ones count.
-    let more = new.more_images > 0;
-    for name in listed_before.iter().filter(|n| !after.contains_key(**n)) {
+    let more = new.is_some_and(|s| s.more_images > 0);
+    for (name, (state, decided_by)) in before.iter().filter(|(n, _)| !after.contains_key(**n)) {
         let why = why_gone(name);
         if why.is_empty() && more {
             continue;
         }
-        let (type_, reason) = if before[name] == ShareState::Accepted {
-            (EventType::Warning, "AccessRevoked")
+        let note = format!("image {name} of {owner}: {why}");
+        if *state == ShareState::Accepted {
+            let on = decided_by.and_then(deciding).unwrap_or_else(|| regarding.clone());
+            events.push(EventSpec::new(
+                &on,
+                EventType::Warning,
+                EventReason::AccessRevoked.as_str(),
+                Action::Revoke,
+                note,
+            ));
         } else {
-            (EventType::Normal, "OfferWithdrawn")
-        };
-        events.push(EventSpec::new(
-            regarding,
-            type_,
-            reason,
-            "Revoke",
-            format!("image {name} of {owner}: {why}"),
-        ));
-    }
-    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if let Some(mut e) = ready_event(regarding, old_conditions, &new.conditions, "Decide") {
-        if e.reason != "Conflict" {
-            e.type_ = EventType::Normal;
+            events.push(EventSpec::new(
+                regarding,
+                EventType::Normal,
+                EventReason::OfferWithdrawn.as_str(),
+                Action::Revoke,
+                note,
+            ));
         }
-        events.push(e);
     }
     events
 }

@@ -4,14 +4,9 @@ use crate::config::{Limit, UNLIMITED};
 
 use super::snapshot::{Snapshot, World};
 
-/// Namespace annotation overriding the private-images limit of one tenant.
-pub const LIMIT_PRIVATE_IMAGES: &str = "ims.imageshare.io/limit.private-images";
-/// Namespace annotation overriding the shared-images limit of one tenant.
-pub const LIMIT_SHARED_IMAGES: &str = "ims.imageshare.io/limit.shared-images";
-/// Namespace annotation overriding the recipients-per-image limit of one tenant.
-pub const LIMIT_RECIPIENTS_PER_IMAGE: &str = "ims.imageshare.io/limit.recipients-per-image";
-/// Namespace label naming its region.
-pub const REGION_LABEL: &str = "ims.imageshare.io/region";
+pub use super::vocabulary::{
+    LIMIT_ANNOTATIONS, LIMIT_PRIVATE_IMAGES, LIMIT_RECIPIENTS_PER_IMAGE, LIMIT_SHARED_IMAGES, REGION_LABEL,
+};
 
 /// The limits in force for one tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,14 +16,6 @@ pub struct TenantLimits {
     pub recipients_per_image: Limit,
     /// Annotations that could not be used (the default applies), as messages.
     pub invalid_annotations: Vec<String>,
-}
-
-/// Whether a namespace carries a limit annotation (it then gets an ImageQuota, also before it
-/// holds anything).
-pub fn has_limit_annotation(info: &super::snapshot::NamespaceInfo) -> bool {
-    [LIMIT_PRIVATE_IMAGES, LIMIT_SHARED_IMAGES, LIMIT_RECIPIENTS_PER_IMAGE]
-        .iter()
-        .any(|key| info.annotations.contains_key(*key))
 }
 
 /// Whether `used` items leave room for one more under `limit`.

@@ -3,6 +3,7 @@
 //! the controller both call it.
 
 pub mod conditions;
+pub mod evaluator;
 pub mod events;
 pub mod grants;
 pub mod limits;
@@ -10,18 +11,22 @@ pub mod owner;
 pub mod permissions;
 pub mod quota;
 pub mod snapshot;
+pub mod status;
 pub mod tenant;
+pub mod vocabulary;
+pub mod withdrawal;
 
 pub use events::{EventSpec, EventType, Regarding};
 pub use grants::Grant;
 pub use quota::QuotaUpdate;
-pub use snapshot::{
-    GrantFault, GrantFaultReason, MachineInfo, MachineState, NamespaceInfo, Snapshot, VolumeState, World,
-};
-pub use tenant::{Evaluator, StatusUpdate, TenantOutcome};
+pub use evaluator::Evaluator;
+pub use snapshot::{GrantFault, MachineInfo, MachineState, NamespaceInfo, Snapshot, VolumeState, World};
+pub use status::StatusUpdate;
+pub use tenant::TenantOutcome;
+pub use vocabulary::{AccessReason, Action, EventReason, ImageReason, Kind, Refusal};
 
-/// Evaluates every tenant of the snapshot, in name order.
+/// Evaluates every tenant of the snapshot, in name order, from scratch.
 pub fn evaluate_all(snap: &Snapshot) -> Vec<TenantOutcome> {
-    let mut evaluator = Evaluator::new(snap);
-    snap.tenants().iter().map(|ns| evaluator.tenant(ns)).collect()
+    let mut evaluator = Evaluator::new();
+    snap.tenants().iter().map(|ns| evaluator.tenant(snap, ns)).collect()
 }

@@ -1,5 +1,5 @@
 //! Owner-side evaluation: which images are admitted and Ready, which (image, recipient) pairs
-//! are offered under the limits, and the state of each offered pair (see README.md).
+//! are offered under the limits, and the state of each offered pair (docs/rules.md).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -8,67 +8,26 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 
-use kube::ResourceExt;
-
 use crate::api::{self, Decision, ImageShare, PrivateImage, ShareAcceptance, ShareState};
 
 use super::{
     limits::{TenantLimits, describe, has_room, region_of, tenant_limits},
     snapshot::{Entry, MachineState, Snapshot, VolumeState, World},
+    vocabulary::{ImageReason, Refusal},
 };
-
-/// Reasons of a PrivateImage's Ready condition.
-pub mod image_reason {
-    pub const AVAILABLE: &str = "Available";
-    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
-    pub const INVALID_SOURCE: &str = "InvalidSource";
-    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
-    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
-    pub const SOURCE_UNSUPPORTED: &str = "SourceUnsupported";
-}
-
-/// Why a listed (image, recipient) pair is not offered, in the precedence order of the README
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Refusal {
-    Expired,
-    ImageNotFound,
-    ImageNotReady,
-    ImagePublished,
-    RecipientIsOwner,
-    RecipientNotFound,
-    RegionMismatch,
-    SharedImageLimitExceeded,
-    RecipientLimitExceeded,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Expired => "Expired",
-            Refusal::ImageNotFound => "ImageNotFound",
-            Refusal::ImageNotReady => "ImageNotReady",
-            Refusal::ImagePublished => "ImagePublished",
-            Refusal::RecipientIsOwner => "RecipientIsOwner",
-            Refusal::RecipientNotFound => "RecipientNotFound",
-            Refusal::RegionMismatch => "RegionMismatch",
-            Refusal::SharedImageLimitExceeded => "SharedImageLimitExceeded",
-            Refusal::RecipientLimitExceeded => "RecipientLimitExceeded",
-        }
-    }
-}
 
 /// The verdict on one PrivateImage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageVerdict {
     pub ready: bool,
-    pub reason: &'static str,
+    pub reason: ImageReason,
     pub message: String,
 }
 
 /// The decision in effect for an offered pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Winner {
-    pub acceptance: String,
+    pub acceptance: Arc<str>,
     pub decision: Decision,
     /// The winning acceptance names the image (rather than covering all).
     pub named: bool,
@@ -84,20 +43,22 @@ pub struct PairState {
     pub withheld: bool,
 }
 
-/// Everything decided for one owner tenant.
+/// Everything decided for one owner tenant. Names are shared with the snapshot's entries or
+/// made once per evaluation, never per pair.
 #[derive(Clone, Debug)]
 pub struct OwnerEval {
     pub owner: String,
     pub limits: TenantLimits,
     pub region: Option<String>,
-    pub images: BTreeMap<String, ImageVerdict>,
-    /// Offered pairs: image -> recipient -> state.
-    pub offered: BTreeMap<String, BTreeMap<String, PairState>>,
-    /// Offered pairs by recipient: recipient -> images.
-    pub by_recipient: BTreeMap<String, BTreeMap<String, PairState>>,
+    pub images: BTreeMap<Arc<str>, ImageVerdict>,
+    /// Offered pairs by recipient: recipient -> image -> state and decision.
+    pub by_recipient: BTreeMap<Arc<str>, BTreeMap<Arc<str>, PairState>>,
+    /// Offered pairs by image: image -> recipient -> state.
+    pub offered: BTreeMap<Arc<str>, BTreeMap<Arc<str>, ShareState>>,
     /// Images admitted under the shared-images limit.
-    pub shared_images: BTreeSet<String>,
-    /// The state each pair has in the current ImageShare statuses, the operator's record.
+    pub shared_images: BTreeSet<Arc<str>>,
+    /// The state each pair has in the current ImageShare statuses, the operator's record
+    /// (kept only while some recipient holds an unreadable acceptance, which needs it).
     pub recorded: BTreeMap<(String, String), ShareState>,
     /// Usage of the limits: admitted private images, and shared images (images with an
     /// offered pair, and slots held by objects the operator can not read).
@@ -106,17 +67,16 @@ pub struct OwnerEval {
     /// The time this evaluation judged expiry against, and the expiry times it depends on.
     evaluated_at: Timestamp,
     expiries: Vec<Timestamp>,
-    /// The grants of this owner, built on first use.
-    pub(crate) grants: std::sync::OnceLock<Arc<Vec<crate::core::Grant>>>,
 }
 
 impl OwnerEval {
-    pub fn pair(&self, image: &str, recipient: &str) -> Option<&PairState> {
-        self.offered.get(image)?.get(recipient)
+    /// The state of an offered pair; `None` when it is not offered.
+    pub fn pair(&self, image: &str, recipient: &str) -> Option<ShareState> {
+        self.offered.get(image)?.get(recipient).copied()
     }
 
     /// Images offered to one recipient.
-    pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = (&String, &PairState)> {
+    pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = (&Arc<str>, &PairState)> {
         self.by_recipient.get(recipient).into_iter().flat_map(|s| s.iter())
     }
 
@@ -162,27 +122,11 @@ impl OwnerEval {
         };
         (self.region.as_deref() != Some(region)).then_some(Refusal::RegionMismatch)
     }
-}
 
-impl OwnerEval {
     /// Whether this evaluation still holds at `now`: no share expired (or, with a clock set
     /// back, came back) in between.
-    fn holds_at(&self, now: Timestamp) -> bool {
+    pub fn holds_at(&self, now: Timestamp) -> bool {
         self.expiries.iter().all(|t| (*t <= self.evaluated_at) == (*t <= now))
-    }
-}
-
-impl Snapshot {
-    /// The evaluation of one owner, from the cache while no change touched it.
-    pub fn owner_eval(&self, owner: &str) -> Arc<OwnerEval> {
-        if let Some(eval) = self.owner_cache.get(owner)
-            && eval.holds_at(self.now)
-        {
-            return eval;
-        }
-        let eval = Arc::new(evaluate_owner(self, owner));
-        self.owner_cache.put(eval.clone());
-        eval
     }
 }
 
@@ -197,7 +141,7 @@ fn image_admitted(image: &PrivateImage) -> bool {
         .status
         .as_ref()
         .and_then(|s| api::ready_condition(&s.conditions))
-        .is_some_and(|c| c.reason != image_reason::QUOTA_EXCEEDED)
+        .is_some_and(|c| c.reason != ImageReason::QuotaExceeded.as_str())
 }
 
 /// Evaluates one owner tenant.
@@ -221,7 +165,6 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
             .shares_in(owner)
             .filter_map(|s| s.object.spec.expires_at.as_ref().map(|t| t.0))
             .collect(),
-        grants: std::sync::OnceLock::new(),
     };
     admit_pairs(snap, &mut eval);
     decide_states(snap, &mut eval);
@@ -229,7 +172,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
 }
 
 /// The verdict on each image, and how many private-image slots are used.
-fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMap<String, ImageVerdict>, usize) {
+fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMap<Arc<str>, ImageVerdict>, usize) {
     let mut entries: Vec<&Entry<PrivateImage>> = snap.images_in(owner).collect();
     entries.sort_by(|a, b| a.age.cmp(&b.age));
     // An image the operator can not read never frees its slot: it counts unless its status
@@ -244,7 +187,7 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
             status
                 .as_ref()
                 .and_then(|s| api::ready_condition(&s.conditions))
-                .is_none_or(|c| c.reason != image_reason::QUOTA_EXCEEDED)
+                .is_none_or(|c| c.reason != ImageReason::QuotaExceeded.as_str())
         })
         .count();
     let mut used = unreadable_holding + entries.iter().filter(|e| image_admitted(&e.object)).count();
@@ -263,7 +206,7 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
         } else {
             ImageVerdict {
                 ready: false,
-                reason: image_reason::QUOTA_EXCEEDED,
+                reason: ImageReason::QuotaExceeded,
                 message: format!(
                     "namespace {owner} already has {used} private images, the limit is {}; delete an image or ask an administrator to raise {}",
                     describe(limits.private_images),
@@ -271,13 +214,13 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
                 ),
             }
         };
-        verdicts.insert(image.name_any(), verdict);
+        verdicts.insert(entry.name.clone(), verdict);
     }
     (verdicts, used)
 }
 
 fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerdict {
-    use image_reason::*;
+    use ImageReason::*;
     let verdict = |ready, reason, message: String| ImageVerdict { ready, reason, message };
     let kubevirt = match snap.world {
         World::Cluster { kubevirt } => kubevirt,
@@ -287,18 +230,18 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
     let unsupported = || {
         verdict(
             false,
-            SOURCE_UNSUPPORTED,
+            SourceUnsupported,
             "volume and server sources need KubeVirt support: run the operator with --kubevirt, or kubevirt: true in its config file (Helm value kubevirt.enabled=true; simulate --kubevirt)".into(),
         )
     };
     let source = &image.spec.source;
     match (&source.file, &source.volume, &source.server) {
         (Some(file), None, None) if valid_file_url(&file.url) => {
-            verdict(true, AVAILABLE, format!("image file {}", file.url))
+            verdict(true, Available, format!("image file {}", file.url))
         }
         (Some(file), None, None) => verdict(
             false,
-            INVALID_SOURCE,
+            InvalidSource,
             format!(
                 "spec.source.file.url {:?} is not s3://bucket/object or https://host/path",
                 file.url
@@ -309,16 +252,16 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
             let pvc = &volume.persistent_volume_claim;
             match (snap.volume(owner, pvc), snap.world) {
                 (Some(VolumeState::Bound), _) | (None, World::Offline) => {
-                    verdict(true, AVAILABLE, format!("PersistentVolumeClaim {pvc} is Bound"))
+                    verdict(true, Available, format!("PersistentVolumeClaim {pvc} is Bound"))
                 }
                 (Some(VolumeState::NotBound), _) => verdict(
                     false,
-                    SOURCE_NOT_READY,
+                    SourceNotReady,
                     format!("PersistentVolumeClaim {pvc} is not Bound yet"),
                 ),
                 (None, _) => verdict(
                     false,
-                    SOURCE_NOT_FOUND,
+                    SourceNotFound,
                     format!("PersistentVolumeClaim {pvc} not found in namespace {owner}"),
                 ),
             }
@@ -327,23 +270,23 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
             let vm = &server.name;
             match (snap.machine(owner, vm), snap.world) {
                 (Some(MachineState::Stopped), _) | (None, World::Offline) => {
-                    verdict(true, AVAILABLE, format!("VirtualMachine {vm} is stopped"))
+                    verdict(true, Available, format!("VirtualMachine {vm} is stopped"))
                 }
                 (Some(MachineState::Running), _) => verdict(
                     false,
-                    SOURCE_NOT_READY,
+                    SourceNotReady,
                     format!("VirtualMachine {vm} is running; only a stopped machine can become an image"),
                 ),
                 (None, _) => verdict(
                     false,
-                    SOURCE_NOT_FOUND,
+                    SourceNotFound,
                     format!("VirtualMachine {vm} not found in namespace {owner}"),
                 ),
             }
         }
         _ => verdict(
             false,
-            INVALID_SOURCE,
+            InvalidSource,
             "spec.source must set exactly one of file, volume or server".into(),
         ),
     }
@@ -474,6 +417,8 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         .collect();
     counted_images.extend(held.keys().copied());
     let mut used_images = counted_images.len();
+    // One shared name per recipient for all its pairs.
+    let mut names: HashMap<&str, Arc<str>> = HashMap::new();
     for image in image_order {
         if !counted_images.contains(image) {
             // An image that could get no recipient would not be a shared image.
@@ -482,7 +427,12 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             }
             used_images += 1;
         }
-        eval.shared_images.insert(image.to_string());
+        // Candidate images passed `image_refusal`, so they have a verdict and its shared name.
+        let Some((image_name, _)) = eval.images.get_key_value(image) else {
+            continue;
+        };
+        let image_name = image_name.clone();
+        eval.shared_images.insert(image_name.clone());
         let candidates = &recipients[image];
         let mut using: BTreeSet<&str> = held.get(image).cloned().unwrap_or_default();
         let mut chosen: Vec<&str> = Vec::new();
@@ -502,10 +452,11 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
                 winner: None,
                 withheld: false,
             };
+            let recipient = names.entry(r).or_insert_with(|| Arc::from(r)).clone();
             eval.by_recipient
-                .entry(r.to_string())
+                .entry(recipient)
                 .or_default()
-                .insert(image.to_string(), pending);
+                .insert(image_name.clone(), pending);
         }
     }
     eval.shared_images_used = used_images;
@@ -534,7 +485,7 @@ pub fn winner<'a>(acceptances: &[&'a Entry<ShareAcceptance>], image: &str) -> Op
         }
     }
     best.map(|(e, named)| Winner {
-        acceptance: e.object.name_any(),
+        acceptance: e.name.clone(),
         decision: e.object.spec.decision,
         named,
     })
@@ -555,7 +506,7 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             }
             if blind && pair.state == ShareState::Accepted {
                 // Fail closed: an unreadable acceptance of this namespace may refuse the pair.
-                let recorded = eval.recorded.get(&(image.clone(), recipient.clone())).copied();
+                let recorded = eval.recorded.get(&(image.to_string(), recipient.to_string())).copied();
                 if recorded != Some(ShareState::Accepted) {
                     pair.state = recorded.unwrap_or(ShareState::Pending);
                     pair.withheld = true;
@@ -568,7 +519,7 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             eval.offered
                 .entry(image.clone())
                 .or_default()
-                .insert(recipient.clone(), pair.clone());
+                .insert(recipient.clone(), pair.state);
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::{
     config::{Limit, UNLIMITED},
 };
 
-use super::{limits::has_limit_annotation, owner::OwnerEval, snapshot::Snapshot};
+use super::{owner::OwnerEval, snapshot::Snapshot};
 
 /// What to do with a namespace's ImageQuota.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,7 +40,7 @@ pub fn wanted(snap: &Snapshot, namespace: &str) -> bool {
         || snap.unreadable().shares.contains_key(namespace)
         || snap
             .namespace(namespace)
-            .is_some_and(|info| has_limit_annotation(&info))
+            .is_some_and(|info| info.has_limit_annotation())
 }
 
 /// The quota status of an owner.

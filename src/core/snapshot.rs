@@ -10,9 +10,11 @@ use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::ResourceExt;
 
 use crate::{
-    api::{ImageShare, PrivateImage, ShareAcceptance},
+    api::{ImageOffer, ImageQuota, ImageShare, PrivateImage, ShareAcceptance},
     config::{Config, SubjectTemplate},
 };
+
+use super::vocabulary::AccessReason;
 
 /// Position of an object in the "oldest first" order of the README: objects with a
 /// `creationTimestamp` by time, then those without in input order; name breaks ties.
@@ -62,10 +64,12 @@ impl PartialOrd for AgeKey {
     }
 }
 
-/// An object with its age key.
+/// An object with its name and age key.
 #[derive(Clone, Debug)]
 pub struct Entry<K> {
     pub object: Arc<K>,
+    /// `metadata.name`, shared by everything the engine derives from the object.
+    pub name: Arc<str>,
     pub age: AgeKey,
 }
 
@@ -81,6 +85,14 @@ pub struct NamespaceInfo {
 }
 
 impl NamespaceInfo {
+    /// Whether it carries a limit annotation (it then gets an ImageQuota, also before it holds
+    /// anything).
+    pub fn has_limit_annotation(&self) -> bool {
+        super::vocabulary::LIMIT_ANNOTATIONS
+            .iter()
+            .any(|key| self.annotations.contains_key(*key))
+    }
+
     pub fn from_namespace(ns: &Namespace) -> Self {
         NamespaceInfo {
             labels: ns.labels().clone(),
@@ -91,29 +103,11 @@ impl NamespaceInfo {
     }
 }
 
-/// Why the grant of an image is not in place although a recipient accepted it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GrantFaultReason {
-    /// A Role or RoleBinding with the grant's name exists and was not made by the operator; it
-    /// is never overwritten.
-    NameTaken,
-    /// The API server refused the write (an admission policy, a quota, a conflict, …).
-    WriteFailed,
-}
-
-impl GrantFaultReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantFaultReason::NameTaken => "GrantNameTaken",
-            GrantFaultReason::WriteFailed => "GrantWriteFailed",
-        }
-    }
-}
-
 /// A grant the controller could not write, as reported on the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantFault {
-    pub reason: GrantFaultReason,
+    /// `GrantNameTaken` or `GrantWriteFailed`.
+    pub reason: AccessReason,
     pub message: String,
 }
 
@@ -220,83 +214,39 @@ pub enum World {
     Offline,
 }
 
-/// The snapshot the engine evaluates.
-#[derive(Debug)]
+/// The snapshot the engine evaluates: plain data. Evaluations are memoised by the
+/// [`Evaluator`](super::Evaluator), which tells from the revisions kept here what a change
+/// touched.
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     pub config: Config,
     pub subjects: Vec<SubjectTemplate>,
     pub now: Timestamp,
     pub world: World,
     pub(crate) namespaces: HashMap<String, NamespaceInfo>,
-    pub(crate) images: HashMap<String, BTreeMap<String, Entry<PrivateImage>>>,
-    pub(crate) shares: HashMap<String, BTreeMap<String, Entry<ImageShare>>>,
-    pub(crate) acceptances: HashMap<String, BTreeMap<String, Entry<ShareAcceptance>>>,
+    pub(crate) images: HashMap<String, BTreeMap<Arc<str>, Entry<PrivateImage>>>,
+    pub(crate) shares: HashMap<String, BTreeMap<Arc<str>, Entry<ImageShare>>>,
+    pub(crate) acceptances: HashMap<String, BTreeMap<Arc<str>, Entry<ShareAcceptance>>>,
     /// recipient namespace -> owner namespace -> names of the recipient's acceptances.
-    pub(crate) acceptances_by_owner: HashMap<String, HashMap<String, BTreeSet<String>>>,
+    pub(crate) acceptances_by_owner: HashMap<String, HashMap<String, BTreeSet<Arc<str>>>>,
+    /// recipient namespace -> owner namespace -> how many of the owner's ImageShares list it.
+    pub(crate) listed_by: HashMap<String, BTreeMap<String, usize>>,
     pub(crate) volumes: HashMap<(String, String), VolumeState>,
     pub(crate) machines: HashMap<(String, String), MachineInfo>,
     pub(crate) unreadable: Unreadable,
     /// The ImageQuota each namespace holds (none in `simulate`: it would create them all).
-    pub(crate) quotas: HashMap<String, Arc<crate::api::ImageQuota>>,
+    pub(crate) quotas: HashMap<String, Arc<ImageQuota>>,
+    /// The ImageOffers each recipient namespace holds, by owner.
+    pub(crate) offers: HashMap<String, BTreeMap<String, Arc<ImageOffer>>>,
     /// Grants the controller could not write, by (owner namespace, image).
     pub(crate) grant_faults: HashMap<(String, String), GrantFault>,
     next_input_order: u64,
-    /// Owner evaluations, kept until a change touches the owner (see `invalidate_owner`).
-    pub(crate) owner_cache: OwnerCache,
-    /// Statuses, kept while their inputs are the same objects.
-    pub(crate) memos: crate::core::tenant::Memos,
-}
-
-/// Cached owner evaluations. Every mutation of the snapshot drops the evaluations it may
-/// change, so a reconcile after one change re-evaluates only the owners that change touches.
-#[derive(Debug, Default)]
-pub(crate) struct OwnerCache(std::sync::Mutex<HashMap<String, Arc<crate::core::owner::OwnerEval>>>);
-
-impl OwnerCache {
-    pub(crate) fn get(&self, owner: &str) -> Option<Arc<crate::core::owner::OwnerEval>> {
-        self.lock().get(owner).cloned()
-    }
-
-    pub(crate) fn put(&self, eval: Arc<crate::core::owner::OwnerEval>) {
-        self.lock().insert(eval.owner.clone(), eval);
-    }
-
-    fn remove(&self, owner: &str) {
-        self.lock().remove(owner);
-    }
-
-    fn clear(&self) {
-        self.lock().clear();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<crate::core::owner::OwnerEval>>> {
-        // Evaluations are pure values; a panic elsewhere can not leave one half-written.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Clone for Snapshot {
-    fn clone(&self) -> Self {
-        Snapshot {
-            config: self.config.clone(),
-            subjects: self.subjects.clone(),
-            now: self.now,
-            world: self.world,
-            namespaces: self.namespaces.clone(),
-            images: self.images.clone(),
-            shares: self.shares.clone(),
-            acceptances: self.acceptances.clone(),
-            acceptances_by_owner: self.acceptances_by_owner.clone(),
-            volumes: self.volumes.clone(),
-            machines: self.machines.clone(),
-            unreadable: self.unreadable.clone(),
-            quotas: self.quotas.clone(),
-            grant_faults: self.grant_faults.clone(),
-            next_input_order: self.next_input_order,
-            owner_cache: OwnerCache::default(),
-            memos: Default::default(),
-        }
-    }
+    /// Revisions: every change that may alter an owner's evaluation gives that owner a new
+    /// revision; a change that may alter every owner's (a namespace, an unreadable acceptance)
+    /// moves the epoch.
+    revisions: HashMap<String, u64>,
+    epoch: u64,
+    next_revision: u64,
 }
 
 impl Snapshot {
@@ -313,15 +263,41 @@ impl Snapshot {
             shares: HashMap::new(),
             acceptances: HashMap::new(),
             acceptances_by_owner: HashMap::new(),
+            listed_by: HashMap::new(),
             volumes: HashMap::new(),
             machines: HashMap::new(),
             unreadable: Unreadable::default(),
             quotas: HashMap::new(),
+            offers: HashMap::new(),
             grant_faults: HashMap::new(),
             next_input_order: 0,
-            owner_cache: OwnerCache::default(),
-            memos: Default::default(),
+            revisions: HashMap::new(),
+            epoch: 0,
+            next_revision: 1,
         })
+    }
+
+    /// The revision of what an owner's evaluation reads: (epoch, owner revision). Equal
+    /// revisions mean an equal evaluation at the same time.
+    pub fn revision(&self, owner: &str) -> (u64, u64) {
+        (self.epoch, self.revisions.get(owner).copied().unwrap_or(0))
+    }
+
+    /// Marks an owner's evaluation as changed.
+    pub fn touch_owner(&mut self, owner: &str) {
+        let revision = self.next_revision;
+        self.next_revision += 1;
+        match self.revisions.get_mut(owner) {
+            Some(r) => *r = revision,
+            None => {
+                self.revisions.insert(owner.to_string(), revision);
+            }
+        }
+    }
+
+    /// Marks every owner's evaluation as changed.
+    fn touch_all(&mut self) {
+        self.epoch += 1;
     }
 
     fn age_of(&mut self, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> AgeKey {
@@ -338,64 +314,94 @@ impl Snapshot {
         self.now = now;
     }
 
-    /// Drops the cached evaluation of one owner.
-    pub fn invalidate_owner(&self, owner: &str) {
-        self.owner_cache.remove(owner);
-    }
-
     pub fn upsert_namespace(&mut self, name: &str, info: NamespaceInfo) {
         if self.namespaces.get(name) != Some(&info) {
             // Limits, region and existence of a namespace feed every owner sharing with it;
-            // namespaces change rarely, so drop everything rather than track who shares where.
-            self.owner_cache.clear();
+            // namespaces change rarely, so every evaluation is redone rather than tracking
+            // who shares where.
+            self.touch_all();
+            self.namespaces.insert(name.to_string(), info);
         }
-        self.namespaces.insert(name.to_string(), info);
     }
 
     pub fn remove_namespace(&mut self, name: &str) {
         if self.namespaces.remove(name).is_some() {
-            self.owner_cache.clear();
+            self.touch_all();
         }
     }
 
     pub fn upsert_image(&mut self, image: Arc<PrivateImage>) {
         let age = self.age_of(&image.metadata);
         let ns = image.namespace().unwrap_or_default();
-        self.invalidate_owner(&ns);
-        self.images
-            .entry(ns)
-            .or_default()
-            .insert(image.name_any(), Entry { object: image, age });
+        self.touch_owner(&ns);
+        let name: Arc<str> = image.name_any().into();
+        self.images.entry(ns).or_default().insert(
+            name.clone(),
+            Entry {
+                object: image,
+                name,
+                age,
+            },
+        );
     }
 
     pub fn remove_image(&mut self, namespace: &str, name: &str) {
-        self.invalidate_owner(namespace);
-        self.memos.images.forget(namespace, name);
+        self.touch_owner(namespace);
         remove_from(&mut self.images, namespace, name);
     }
 
     pub fn upsert_share(&mut self, share: Arc<ImageShare>) {
-        let age = self.age_of(&share.metadata);
         let ns = share.namespace().unwrap_or_default();
-        self.invalidate_owner(&ns);
-        self.shares
-            .entry(ns)
-            .or_default()
-            .insert(share.name_any(), Entry { object: share, age });
+        let name: Arc<str> = share.name_any().into();
+        self.remove_share(&ns, &name);
+        let age = self.age_of(&share.metadata);
+        for recipient in &share.spec.recipients {
+            *self
+                .listed_by
+                .entry(recipient.clone())
+                .or_default()
+                .entry(ns.clone())
+                .or_default() += 1;
+        }
+        self.shares.entry(ns).or_default().insert(
+            name.clone(),
+            Entry {
+                object: share,
+                name,
+                age,
+            },
+        );
     }
 
     pub fn remove_share(&mut self, namespace: &str, name: &str) {
-        self.invalidate_owner(namespace);
-        self.memos.shares.forget(namespace, name);
-        remove_from(&mut self.shares, namespace, name);
+        self.touch_owner(namespace);
+        let Some(old) = self.shares.get_mut(namespace).and_then(|m| m.remove(name)) else {
+            return;
+        };
+        for recipient in &old.object.spec.recipients {
+            if let Some(owners) = self.listed_by.get_mut(recipient.as_str()) {
+                if let Some(count) = owners.get_mut(namespace) {
+                    *count -= 1;
+                    if *count == 0 {
+                        owners.remove(namespace);
+                    }
+                }
+                if owners.is_empty() {
+                    self.listed_by.remove(recipient.as_str());
+                }
+            }
+        }
+        if self.shares.get(namespace).is_some_and(|m| m.is_empty()) {
+            self.shares.remove(namespace);
+        }
     }
 
     pub fn upsert_acceptance(&mut self, acceptance: Arc<ShareAcceptance>) {
         let ns = acceptance.namespace().unwrap_or_default();
-        let name = acceptance.name_any();
+        let name: Arc<str> = acceptance.name_any().into();
         self.remove_acceptance(&ns, &name);
         let age = self.age_of(&acceptance.metadata);
-        self.invalidate_owner(&acceptance.spec.owner);
+        self.touch_owner(&acceptance.spec.owner);
         self.acceptances_by_owner
             .entry(ns.clone())
             .or_default()
@@ -403,9 +409,10 @@ impl Snapshot {
             .or_default()
             .insert(name.clone());
         self.acceptances.entry(ns).or_default().insert(
-            name,
+            name.clone(),
             Entry {
                 object: acceptance,
+                name,
                 age,
             },
         );
@@ -416,8 +423,7 @@ impl Snapshot {
             return;
         };
         let owner = &old.object.spec.owner;
-        self.owner_cache.remove(owner);
-        self.memos.acceptances.forget(namespace, name);
+        self.touch_owner(owner);
         if let Some(by_owner) = self.acceptances_by_owner.get_mut(namespace) {
             if let Some(names) = by_owner.get_mut(owner) {
                 names.remove(name);
@@ -435,7 +441,7 @@ impl Snapshot {
     }
 
     pub fn set_volume(&mut self, namespace: &str, name: &str, state: Option<VolumeState>) {
-        self.invalidate_owner(namespace);
+        self.touch_owner(namespace);
         let key = (namespace.to_string(), name.to_string());
         match state {
             Some(s) => self.volumes.insert(key, s),
@@ -444,7 +450,7 @@ impl Snapshot {
     }
 
     pub fn set_machine(&mut self, namespace: &str, name: &str, info: Option<impl Into<MachineInfo>>) {
-        self.invalidate_owner(namespace);
+        self.touch_owner(namespace);
         let key = (namespace.to_string(), name.to_string());
         match info {
             Some(i) => self.machines.insert(key, i.into()),
@@ -464,7 +470,7 @@ impl Snapshot {
         name: &str,
         status: Option<Option<crate::api::PrivateImageStatus>>,
     ) {
-        self.invalidate_owner(namespace);
+        self.touch_owner(namespace);
         set_unreadable(&mut self.unreadable.images, namespace, name, status);
     }
 
@@ -475,7 +481,7 @@ impl Snapshot {
         name: &str,
         status: Option<Option<crate::api::ImageShareStatus>>,
     ) {
-        self.invalidate_owner(namespace);
+        self.touch_owner(namespace);
         set_unreadable(&mut self.unreadable.shares, namespace, name, status);
     }
 
@@ -492,7 +498,7 @@ impl Snapshot {
             self.unreadable.acceptances.remove(namespace);
         }
         if changed {
-            self.owner_cache.clear();
+            self.touch_all();
         }
     }
 
@@ -504,7 +510,7 @@ impl Snapshot {
             None => self.grant_faults.remove(&key).is_some(),
         };
         if changed {
-            self.invalidate_owner(namespace);
+            self.touch_owner(namespace);
         }
     }
 
@@ -516,7 +522,7 @@ impl Snapshot {
             .retain(|(ns, image), _| ns != namespace || keep.contains(image));
         let cleared = self.grant_faults.len() != before;
         if cleared {
-            self.invalidate_owner(namespace);
+            self.touch_owner(namespace);
         }
         cleared
     }
@@ -572,25 +578,28 @@ impl Snapshot {
     }
 
     /// Every namespace the engine has something to say about: those that hold an object of the
-    /// three kinds or an ImageQuota, or carry a limit annotation.
+    /// three kinds, an ImageQuota or an ImageOffer, carry a limit annotation, or are listed as
+    /// a recipient.
     pub fn tenants(&self) -> BTreeSet<String> {
         let annotated = self
             .namespaces
             .iter()
-            .filter(|(_, info)| super::limits::has_limit_annotation(info))
+            .filter(|(_, info)| info.has_limit_annotation())
             .map(|(name, _)| name);
         self.images
             .keys()
             .chain(self.shares.keys())
             .chain(self.acceptances.keys())
             .chain(self.quotas.keys())
+            .chain(self.offers.keys())
+            .chain(self.listed_by.keys())
             .chain(annotated)
             .cloned()
             .collect()
     }
 
     /// Records the ImageQuota a namespace holds (`None`: it holds none).
-    pub fn set_quota(&mut self, namespace: &str, quota: Option<Arc<crate::api::ImageQuota>>) {
+    pub fn set_quota(&mut self, namespace: &str, quota: Option<Arc<ImageQuota>>) {
         match quota {
             Some(q) => self.quotas.insert(namespace.to_string(), q),
             None => self.quotas.remove(namespace),
@@ -598,8 +607,58 @@ impl Snapshot {
     }
 
     /// The ImageQuota a namespace holds.
-    pub fn quota(&self, namespace: &str) -> Option<&Arc<crate::api::ImageQuota>> {
+    pub fn quota(&self, namespace: &str) -> Option<&Arc<ImageQuota>> {
         self.quotas.get(namespace)
+    }
+
+    /// Records the ImageOffer of `owner` a recipient namespace holds (`None`: it holds none).
+    pub fn set_offer(&mut self, recipient: &str, owner: &str, offer: Option<Arc<ImageOffer>>) {
+        match offer {
+            Some(o) => {
+                self.offers
+                    .entry(recipient.to_string())
+                    .or_default()
+                    .insert(owner.to_string(), o);
+            }
+            None => {
+                if let Some(m) = self.offers.get_mut(recipient) {
+                    m.remove(owner);
+                    if m.is_empty() {
+                        self.offers.remove(recipient);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ImageOffer of `owner` a recipient namespace holds.
+    pub fn offer(&self, recipient: &str, owner: &str) -> Option<&Arc<ImageOffer>> {
+        self.offers.get(recipient)?.get(owner)
+    }
+
+    /// A ShareAcceptance by name.
+    pub fn acceptance(&self, namespace: &str, name: &str) -> Option<&Entry<ShareAcceptance>> {
+        self.acceptances.get(namespace)?.get(name)
+    }
+
+    /// The ImageOffers a recipient namespace holds, by owner.
+    pub fn offers_in(&self, recipient: &str) -> impl Iterator<Item = (&String, &Arc<ImageOffer>)> {
+        self.offers.get(recipient).into_iter().flat_map(|m| m.iter())
+    }
+
+    /// The owners that may offer something to a recipient: those whose ImageShares list it,
+    /// and those whose ImageOffer it holds (the offer may have to go).
+    pub fn owners_offering(&self, recipient: &str) -> BTreeSet<&str> {
+        let listing = self.listed_by.get(recipient).into_iter().flat_map(|m| m.keys());
+        let holding = self.offers.get(recipient).into_iter().flat_map(|m| m.keys());
+        listing.chain(holding).map(String::as_str).collect()
+    }
+
+    /// The recipients an owner's ImageShares list.
+    pub fn recipients_listed_by(&self, owner: &str) -> BTreeSet<&str> {
+        self.shares_in(owner)
+            .flat_map(|s| s.object.spec.recipients.iter().map(String::as_str))
+            .collect()
     }
 
     pub fn volume(&self, namespace: &str, name: &str) -> Option<VolumeState> {
@@ -643,7 +702,7 @@ fn set_unreadable<S>(
     }
 }
 
-fn remove_from<K>(map: &mut HashMap<String, BTreeMap<String, Entry<K>>>, namespace: &str, name: &str) {
+fn remove_from<K>(map: &mut HashMap<String, BTreeMap<Arc<str>, Entry<K>>>, namespace: &str, name: &str) {
     if let Some(m) = map.get_mut(namespace) {
         m.remove(name);
         if m.is_empty() {

@@ -353,7 +353,7 @@ impl Report {
     }
 
     /// Every input object of the three kinds, in input order, with the status it would get;
-    /// then the ImageQuotas the operator would keep.
+    /// then the ImageOffers and ImageQuotas the operator would keep.
     pub fn yaml(&self) -> String {
         let statuses = self.statuses();
         let docs: Vec<Value> = self
@@ -366,9 +366,19 @@ impl Report {
                 }
                 doc
             })
+            .chain(self.offers())
             .chain(self.quotas())
             .collect();
         crate::yaml::stream(&docs)
+    }
+
+    /// The ImageOffers the operator would keep, by recipient namespace and owner.
+    fn offers(&self) -> impl Iterator<Item = Value> + '_ {
+        self.outcomes.iter().flat_map(|o| {
+            o.offers
+                .iter()
+                .map(|u| to_value(&api::ImageOffer::of(&o.namespace, &u.name, u.status.clone())))
+        })
     }
 
     /// The ImageQuotas the operator would keep, by namespace, after the input objects.

@@ -164,8 +164,8 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
             }
             for img in &u.status.images {
                 let decided = match &img.decided_by {
-                    Some(by) => format!("{by} ({})", img.reason),
-                    None => img.reason.clone(),
+                    Some(by) => format!("{by} ({})", img.reason.as_str()),
+                    None => s(img.reason.as_str()),
                 };
                 rows.push(vec![
                     o.namespace.clone(),
@@ -175,6 +175,49 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                     img.name.clone(),
                     s(img.state.as_str()),
                     decided,
+                ]);
+            }
+            if u.status.more_images > 0 {
+                notes.push(format!(
+                    "  {}/{}: {} more images not listed",
+                    o.namespace, u.name, u.status.more_images
+                ));
+            }
+        }
+    }
+    section(&mut out, rows, notes);
+
+    let mut rows = vec![vec![
+        s("NAMESPACE"),
+        s("IMAGE OFFER (OWNER)"),
+        s("IMAGE"),
+        s("STATE"),
+        s("DECIDED BY"),
+        s("TYPE"),
+        s("OS"),
+        s("DISK"),
+    ]];
+    let mut notes = Vec::new();
+    for o in outcomes {
+        for u in &o.offers {
+            for img in &u.status.images {
+                let os = [
+                    img.os_type.map(|t| format!("{t:?}")),
+                    img.os_version.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+                rows.push(vec![
+                    o.namespace.clone(),
+                    u.name.clone(),
+                    img.name.clone(),
+                    s(img.state.as_str()),
+                    img.decided_by.clone().unwrap_or_else(|| s("-")),
+                    format!("{:?}", img.image_type),
+                    if os.is_empty() { s("-") } else { os },
+                    format!("{}Gi", img.disk_size_gib),
                 ]);
             }
             if u.status.more_images > 0 {
@@ -237,7 +280,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                 Some(ns) => format!("{} {ns}/{}", e.regarding.kind, e.regarding.name),
                 None => format!("{} {}", e.regarding.kind, e.regarding.name),
             };
-            rows.push(vec![on, s(e.type_.as_str()), e.reason.clone(), e.note.clone()]);
+            rows.push(vec![on, s(e.type_.as_str()), s(e.reason), e.note.clone()]);
         }
     }
     section(&mut out, rows, Vec::new());

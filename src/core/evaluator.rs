@@ -1,0 +1,152 @@
+//! The evaluator's memory: owner evaluations and statuses, kept while what they were computed
+//! from is unchanged, so that one changed object re-evaluates only what it touches. The
+//! snapshot stays plain data; this is the only place that caches.
+
+use std::{collections::HashMap, hash::Hash, sync::Arc};
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{
+    events::EventSpec,
+    grants::Grant,
+    owner::{OwnerEval, evaluate_owner},
+    snapshot::Snapshot,
+    status::{StatusUpdate, grants},
+};
+use crate::api::{
+    ImageOffer, ImageOfferStatus, ImageShare, ImageShareStatus, PrivateImage, PrivateImageStatus, ShareAcceptance,
+    ShareAcceptanceStatus,
+};
+
+/// Evaluates tenants, remembering what it computed (see the module docs). One evaluator goes
+/// with one snapshot: everything it remembers is checked against the snapshot's revisions
+/// and objects before it is used again.
+#[derive(Debug, Default)]
+pub struct Evaluator {
+    owners: HashMap<String, CachedOwner>,
+    pub(crate) tenants: HashMap<String, TenantMemo>,
+}
+
+#[derive(Debug)]
+struct CachedOwner {
+    revision: (u64, u64),
+    eval: Arc<OwnerEval>,
+    grants: Option<Arc<Vec<Grant>>>,
+}
+
+/// What a status was computed from and what it came to.
+#[derive(Debug)]
+pub(crate) struct Memoized<K, S> {
+    owner: Arc<OwnerEval>,
+    input: Option<Arc<K>>,
+    now: Timestamp,
+    pub(crate) update: Option<Arc<StatusUpdate<S>>>,
+    pub(crate) events: Arc<[EventSpec]>,
+}
+
+/// The statuses of one tenant's objects, by name (ImageOffers by owner).
+#[derive(Debug, Default)]
+pub(crate) struct TenantMemo {
+    pub(crate) images: HashMap<Arc<str>, Memoized<PrivateImage, PrivateImageStatus>>,
+    pub(crate) shares: HashMap<Arc<str>, Memoized<ImageShare, ImageShareStatus>>,
+    pub(crate) acceptances: HashMap<Arc<str>, Memoized<ShareAcceptance, ShareAcceptanceStatus>>,
+    pub(crate) offers: HashMap<Arc<str>, Memoized<ImageOffer, ImageOfferStatus>>,
+}
+
+impl TenantMemo {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.images.is_empty() && self.shares.is_empty() && self.acceptances.is_empty() && self.offers.is_empty()
+    }
+}
+
+/// A status and the events it needs.
+pub(crate) type Computed<S> = (Option<StatusUpdate<S>>, Vec<EventSpec>);
+
+/// Reuses the memoized status of `key` from `old` when the owner's evaluation and the input
+/// object are the very same values — and, when the status differs from the current one (so
+/// new transition times are stamped), the same `now` — or computes it; either way records it
+/// in `new`. Entries not carried over are thereby forgotten.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
+    old: &mut HashMap<Key, Memoized<K, S>>,
+    new: &mut HashMap<Key, Memoized<K, S>>,
+    key: &Key,
+    owner: &Arc<OwnerEval>,
+    input: Option<&Arc<K>>,
+    now: Timestamp,
+    compute: impl FnOnce() -> Computed<S>,
+) -> (Option<Arc<StatusUpdate<S>>>, Arc<[EventSpec]>) {
+    let reusable = old.remove(key).filter(|m| {
+        Arc::ptr_eq(&m.owner, owner)
+            && match (&m.input, input) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && (m.now == now || !m.update.as_ref().is_some_and(|u| u.changed))
+    });
+    let memo = match reusable {
+        Some(m) => m,
+        None => {
+            let (update, events) = compute();
+            Memoized {
+                owner: owner.clone(),
+                input: input.cloned(),
+                now,
+                update: update.map(Arc::new),
+                events: events.into(),
+            }
+        }
+    };
+    let out = (memo.update.clone(), memo.events.clone());
+    new.insert(key.clone(), memo);
+    out
+}
+
+impl Evaluator {
+    pub fn new() -> Self {
+        Evaluator::default()
+    }
+
+    /// The owner-side evaluation of a namespace, from memory while no change touched it.
+    pub fn owner(&mut self, snap: &Snapshot, owner: &str) -> Arc<OwnerEval> {
+        let revision = snap.revision(owner);
+        if let Some(cached) = self.owners.get(owner)
+            && cached.revision == revision
+            && cached.eval.holds_at(snap.now)
+        {
+            return cached.eval.clone();
+        }
+        let eval = Arc::new(evaluate_owner(snap, owner));
+        self.owners.insert(
+            owner.to_string(),
+            CachedOwner {
+                revision,
+                eval: eval.clone(),
+                grants: None,
+            },
+        );
+        eval
+    }
+
+    /// The grants an owner's accepted pairs need, built once per evaluation of the owner.
+    pub fn grants(&mut self, snap: &Snapshot, owner: &str) -> Arc<Vec<Grant>> {
+        let eval = self.owner(snap, owner);
+        let cached = self.owners.get_mut(owner).expect("evaluated just now");
+        cached
+            .grants
+            .get_or_insert_with(|| Arc::new(grants(snap, &eval)))
+            .clone()
+    }
+
+    /// Forgets what it remembers of a namespace that has nothing left to evaluate.
+    pub(crate) fn forget_tenant(&mut self, namespace: &str) {
+        self.tenants.remove(namespace);
+        if let Some(cached) = self.owners.get(namespace)
+            && cached.eval.images.is_empty()
+            && cached.eval.by_recipient.is_empty()
+        {
+            self.owners.remove(namespace);
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Status builders: the desired status of each object from its owner's evaluation (docs/rules.md).
+//! Each returns the status and whether it differs from the current one.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    AcceptedSource, DecisionReason, ImageOffer, ImageOfferStatus, ImageShare, ImageShareStatus, OfferedImage,
+    PrivateImage, PrivateImageStatus, ReceivedImage, RecipientCounts, RefusedRecipients, ShareAcceptance,
+    ShareAcceptanceStatus, ShareState, SharedImageStatus,
+};
+
+use super::{
+    conditions::{condition, name_list, ready_conditions},
+    grants::{Grant, build_grant, grant_name},
+    limits::describe,
+    owner::{OwnerEval, is_expired},
+    snapshot::{Entry, Snapshot},
+    vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
+};
+
+/// The most images a ShareAcceptance or ImageOffer status lists (see docs/rules.md).
+pub const MAX_LISTED_IMAGES: usize = 1000;
+/// The serialized size the images an ImageOffer lists may take. 1,000 entries with the longest
+/// allowed URLs and names would come to about 3 MB, twice what etcd stores in one object; the
+/// list stops earlier then, and `moreImages` counts the rest.
+pub const MAX_OFFER_BYTES: usize = 768 * 1024;
+/// Serialized size of an offer entry besides its variable strings (keys, enums, counts).
+const OFFER_ENTRY_OVERHEAD: usize = 320;
+
+/// Condition of a PrivateImage with accepted recipients: whether its grant is in place.
+pub const ACCESS_GRANTED: &str = "AccessGranted";
+
+/// A desired status and whether it differs from the current one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate<S> {
+    pub name: String,
+    pub status: S,
+    pub changed: bool,
+}
+
+pub fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage>) -> StatusUpdate<PrivateImageStatus> {
+    let image = &entry.object;
+    let name = &entry.name;
+    let previous = image.status.as_ref();
+    let verdict = &own.images[name];
+    let mut recipients = RecipientCounts::default();
+    for state in own.offered.get(name).into_iter().flat_map(|m| m.values()) {
+        match state {
+            ShareState::Pending => recipients.pending += 1,
+            ShareState::Accepted => recipients.accepted += 1,
+            ShareState::Rejected => recipients.rejected += 1,
+            ShareState::Removed => recipients.removed += 1,
+        }
+    }
+    let generation = image.metadata.generation;
+    let previous_conditions = previous.map(|s| s.conditions.as_slice());
+    let mut conditions = ready_conditions(
+        previous_conditions,
+        verdict.ready,
+        verdict.reason.as_str(),
+        verdict.message.clone(),
+        generation,
+        snap.now,
+    );
+    if recipients.accepted > 0 {
+        // Whether the accepted recipients can use it: the grant may be blocked.
+        let (granted, reason, message) = match snap.grant_fault(&own.owner, name) {
+            Some(fault) => (false, fault.reason, fault.message.clone()),
+            None => (
+                true,
+                AccessReason::Granted,
+                format!(
+                    "Role and RoleBinding {} let the {} accepted recipient(s) use the image",
+                    grant_name(name),
+                    recipients.accepted
+                ),
+            ),
+        };
+        conditions.push(condition(
+            previous_conditions.unwrap_or_default(),
+            ACCESS_GRANTED,
+            granted,
+            reason.as_str(),
+            message,
+            generation,
+            snap.now,
+        ));
+    }
+    let status = PrivateImageStatus {
+        observed_generation: generation,
+        conditions,
+        recipients,
+    };
+    let changed = previous != Some(&status);
+    StatusUpdate {
+        name: name.to_string(),
+        status,
+        changed,
+    }
+}
+
+/// The status of an ImageShare, and its Ready reason.
+pub fn share_status(
+    snap: &Snapshot,
+    own: &OwnerEval,
+    entry: &Entry<ImageShare>,
+) -> (StatusUpdate<ImageShareStatus>, &'static str) {
+    let share = &entry.object;
+    let mut images = Vec::with_capacity(share.spec.images.len());
+    // reason -> image -> recipients not offered
+    let mut refused: BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    let (mut offered, mut accepted) = (0, 0);
+    for image in &share.spec.images {
+        let mut entry = SharedImageStatus {
+            name: image.clone(),
+            ..Default::default()
+        };
+        let mut refused_here: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
+        for recipient in &share.spec.recipients {
+            match own.refusal(snap, share, image, recipient) {
+                Some(reason) => {
+                    refused
+                        .entry(reason)
+                        .or_default()
+                        .entry(image)
+                        .or_default()
+                        .push(recipient);
+                    refused_here.entry(reason).or_default().push(recipient.clone());
+                }
+                None => {
+                    let state = own.pair(image, recipient).unwrap_or(ShareState::Pending);
+                    offered += 1;
+                    let list = match state {
+                        ShareState::Pending => &mut entry.pending,
+                        ShareState::Accepted => {
+                            accepted += 1;
+                            &mut entry.accepted
+                        }
+                        ShareState::Rejected => &mut entry.rejected,
+                        ShareState::Removed => &mut entry.removed,
+                    };
+                    list.push(recipient.clone());
+                }
+            }
+        }
+        for list in [
+            &mut entry.pending,
+            &mut entry.accepted,
+            &mut entry.rejected,
+            &mut entry.removed,
+        ] {
+            list.sort();
+        }
+        entry.refused = refused_here
+            .into_iter()
+            .map(|(reason, mut recipients)| {
+                recipients.sort();
+                RefusedRecipients {
+                    reason: reason.as_str().into(),
+                    recipients,
+                }
+            })
+            .collect();
+        images.push(entry);
+    }
+    let (ready, reason, message) = match refused.keys().next() {
+        None => (
+            true,
+            ShareReason::AllOffered,
+            format!("{offered} (image, recipient) pairs offered"),
+        ),
+        Some(first) => (
+            false,
+            ShareReason::Refused(*first),
+            refusal_message(share, own, &refused),
+        ),
+    };
+    let previous = share.status.as_ref();
+    let generation = share.metadata.generation;
+    let status = ImageShareStatus {
+        observed_generation: generation,
+        conditions: ready_conditions(
+            previous.map(|s| s.conditions.as_slice()),
+            ready,
+            reason.as_str(),
+            message,
+            generation,
+            snap.now,
+        ),
+        images,
+        offered,
+        accepted,
+    };
+    let changed = previous != Some(&status);
+    let update = StatusUpdate {
+        name: entry.name.to_string(),
+        status,
+        changed,
+    };
+    (update, reason.as_str())
+}
+
+fn refusal_message(
+    share: &ImageShare,
+    own: &OwnerEval,
+    refused: &BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>>,
+) -> String {
+    let mut parts = Vec::new();
+    for (reason, by_image) in refused {
+        let detail = match reason {
+            Refusal::Expired => format!(
+                "the share expired at {}",
+                share
+                    .spec
+                    .expires_at
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default()
+            ),
+            Refusal::SharedImageLimitExceeded => {
+                format!("limit {} shared images per tenant", describe(own.limits.shared_images))
+            }
+            Refusal::RecipientLimitExceeded => {
+                format!(
+                    "limit {} recipients per image",
+                    describe(own.limits.recipients_per_image)
+                )
+            }
+            _ => String::new(),
+        };
+        let pairs: Vec<String> = by_image
+            .iter()
+            .map(|(image, recipients)| format!("{image} → {}", name_list(recipients.iter().copied(), 10)))
+            .collect();
+        let pairs = name_list(pairs.iter().map(String::as_str), 10);
+        if detail.is_empty() {
+            parts.push(format!("{}: {pairs}", reason.as_str()));
+        } else {
+            parts.push(format!("{} ({detail}): {pairs}", reason.as_str()));
+        }
+    }
+    format!("not offered: {}", parts.join("; "))
+}
+
+/// The grants an owner's accepted pairs need.
+pub fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
+    let mut out = Vec::new();
+    for (image, pairs) in &own.offered {
+        let accepted: Vec<&str> = pairs
+            .iter()
+            .filter(|(_, state)| **state == ShareState::Accepted)
+            .map(|(r, _)| &**r)
+            .collect();
+        if accepted.is_empty() {
+            continue;
+        }
+        if let Some(entry) = snap.image(&own.owner, image) {
+            out.push(build_grant(snap, &entry.object, &accepted));
+        }
+    }
+    out
+}
+
+/// The status of a ShareAcceptance, and its Ready reason.
+pub fn acceptance_status(
+    snap: &Snapshot,
+    owner: &OwnerEval,
+    entry: &Entry<ShareAcceptance>,
+) -> (StatusUpdate<ShareAcceptanceStatus>, &'static str) {
+    let acceptance = &entry.object;
+    let namespace = acceptance.metadata.namespace.as_deref().unwrap_or_default();
+    let name = &entry.name;
+    let spec = &acceptance.spec;
+    let previous = acceptance.status.as_ref();
+
+    let mut covered = 0usize;
+    let mut conflicts: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    for (image, pair) in owner.offered_to(namespace) {
+        let named = spec.images.iter().any(|i| **i == **image);
+        if !named && !spec.images.is_empty() {
+            continue;
+        }
+        covered += 1;
+        let (reason, decided_by) = match &pair.winner {
+            _ if pair.withheld => (DecisionReason::UnreadableAcceptance, None),
+            Some(w) if w.acceptance != *name && w.named && !named => {
+                (DecisionReason::NamedAcceptance, Some(w.acceptance.to_string()))
+            }
+            Some(w) if w.acceptance != *name && w.decision != spec.decision => {
+                conflicts.push(format!(
+                    "{image}: {} of ShareAcceptance {} overrides {}",
+                    w.decision.as_str(),
+                    w.acceptance,
+                    spec.decision.as_str()
+                ));
+                (DecisionReason::Conflict, Some(w.acceptance.to_string()))
+            }
+            _ => (DecisionReason::ThisAcceptance, None),
+        };
+        if images.len() < MAX_LISTED_IMAGES {
+            images.push(ReceivedImage {
+                name: image.to_string(),
+                state: pair.state,
+                reason,
+                decided_by,
+            });
+        }
+    }
+    let more_images = (covered - images.len()) as i32;
+    let (ready, reason, message) = if !conflicts.is_empty() {
+        (
+            false,
+            AcceptanceReason::Conflict,
+            format!(
+                "overridden by an equally specific decision: {}",
+                name_list(conflicts.iter().map(String::as_str), 10)
+            ),
+        )
+    } else if covered > 0 {
+        (
+            true,
+            AcceptanceReason::Applied,
+            format!(
+                "{} covers {covered} image(s) offered by {}",
+                spec.decision.as_str(),
+                owner.owner
+            ),
+        )
+    } else if owner.owner == namespace {
+        (
+            false,
+            AcceptanceReason::NothingOffered,
+            "spec.owner is this namespace; a tenant can not share images with itself".into(),
+        )
+    } else if spec.images.is_empty() {
+        (
+            false,
+            AcceptanceReason::NothingOffered,
+            format!("{} offers no images to namespace {namespace}", owner.owner),
+        )
+    } else {
+        (
+            false,
+            AcceptanceReason::NothingOffered,
+            format!(
+                "{} offers none of {} to namespace {namespace}",
+                owner.owner,
+                name_list(spec.images.iter().map(String::as_str), 10)
+            ),
+        )
+    };
+    let generation = acceptance.metadata.generation;
+    let status = ShareAcceptanceStatus {
+        observed_generation: generation,
+        conditions: ready_conditions(
+            previous.map(|s| s.conditions.as_slice()),
+            ready,
+            reason.as_str(),
+            message,
+            generation,
+            snap.now,
+        ),
+        images,
+        more_images,
+    };
+    let changed = previous != Some(&status);
+    let update = StatusUpdate {
+        name: name.to_string(),
+        status,
+        changed,
+    };
+    (update, reason.as_str())
+}
+
+/// The inbox entry of `owner` in `recipient`: `None` when the owner offers it nothing (the
+/// ImageOffer must not exist).
+pub fn offer_status(
+    snap: &Snapshot,
+    owner: &OwnerEval,
+    recipient: &str,
+    current: Option<&ImageOffer>,
+) -> Option<StatusUpdate<ImageOfferStatus>> {
+    let offered = owner.by_recipient.get(recipient)?;
+    let mut status = ImageOfferStatus::default();
+    let mut listed_bytes = 0usize;
+    // Shares that offer something to this recipient, with when they end (`None`: never).
+    let shares: Vec<(&ImageShare, Option<&Time>)> = snap
+        .shares_in(&owner.owner)
+        .map(|s| &*s.object)
+        .filter(|s| !is_expired(snap, s) && s.spec.recipients.iter().any(|r| r == recipient))
+        .map(|s| (s, s.spec.expires_at.as_ref()))
+        .collect();
+    for (image, pair) in offered {
+        match pair.state {
+            ShareState::Pending => status.pending += 1,
+            ShareState::Accepted => status.accepted += 1,
+            ShareState::Rejected => status.rejected += 1,
+            ShareState::Removed => status.removed += 1,
+        }
+        let Some(source_image) = snap.image(&owner.owner, image) else {
+            continue;
+        };
+        let spec = &source_image.object.spec;
+        let entry_bytes = OFFER_ENTRY_OVERHEAD
+            + image.len()
+            + owner.owner.len()
+            + pair.winner.as_ref().map_or(0, |w| w.acceptance.len())
+            + spec.display_name.as_ref().map_or(0, String::len)
+            + spec.os_version.as_ref().map_or(0, String::len)
+            + spec.source.file.as_ref().map_or(0, |f| f.url.len())
+            + spec
+                .source
+                .volume
+                .as_ref()
+                .map_or(0, |v| v.persistent_volume_claim.len())
+            + spec.source.server.as_ref().map_or(0, |v| {
+                v.name.len()
+                    + snap
+                        .machine_claims(&owner.owner, &v.name)
+                        .iter()
+                        .map(|c| c.len() + 4)
+                        .sum::<usize>()
+            });
+        if status.images.len() >= MAX_LISTED_IMAGES || listed_bytes + entry_bytes > MAX_OFFER_BYTES {
+            listed_bytes = MAX_OFFER_BYTES;
+            status.more_images += 1;
+            continue;
+        }
+        listed_bytes += entry_bytes;
+        let source = (pair.state == ShareState::Accepted).then(|| AcceptedSource {
+            namespace: owner.owner.clone(),
+            file: spec.source.file.as_ref().map(Into::into),
+            persistent_volume_claim: spec.source.volume.as_ref().map(|v| v.persistent_volume_claim.clone()),
+            virtual_machine: spec.source.server.as_ref().map(|s| s.name.clone()),
+            claims: spec
+                .source
+                .server
+                .as_ref()
+                .map(|s| snap.machine_claims(&owner.owner, &s.name).to_vec())
+                .unwrap_or_default(),
+        });
+        status.images.push(OfferedImage {
+            name: image.to_string(),
+            state: pair.state,
+            decided_by: pair.winner.as_ref().map(|w| w.acceptance.to_string()),
+            display_name: spec.display_name.clone(),
+            image_type: spec.image_type,
+            os_type: spec.os_type,
+            os_version: spec.os_version.clone(),
+            architecture: spec.architecture,
+            disk_size_gib: spec.disk_size_gib,
+            expires_at: offer_ends(&shares, image),
+            source,
+        });
+    }
+    let changed = current.and_then(|o| o.status.as_ref()) != Some(&status);
+    Some(StatusUpdate {
+        name: owner.owner.clone(),
+        status,
+        changed,
+    })
+}
+
+/// When an image stops being offered through the given shares: the latest end among those
+/// that list it; `None` when one of them does not end.
+fn offer_ends(shares: &[(&ImageShare, Option<&Time>)], image: &str) -> Option<Time> {
+    let mut latest: Option<&Time> = None;
+    for (share, ends) in shares {
+        if !share.spec.images.iter().any(|i| i == image) {
+            continue;
+        }
+        let ends = (*ends)?;
+        if latest.is_none_or(|l| l.0 < ends.0) {
+            latest = Some(ends);
+        }
+    }
+    latest.cloned()
+}
