@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use ims_operator::{
     api::{Decision, ShareState},
-    core::{EventType, MachineState, VolumeState, World},
+    core::{EventType, Kind, MachineState, VolumeState, World},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -426,8 +426,8 @@ fn the_four_states() {
     assert_eq!(counts("acc"), (0, 1, 0, 0));
     assert_eq!(counts("rej"), (0, 0, 1, 0));
     assert_eq!(counts("rem"), (0, 0, 0, 1));
-    // Every acceptance lists every offered image ("shared with me"); only Accepted has a source.
-    let seen = out.acceptance("b", "1");
+    // The inbox lists every offered image ("shared with me"); only Accepted has a source.
+    let seen = out.offer("b", "a").expect("b has an ImageOffer of a");
     let states: Vec<(String, ShareState, bool)> = seen
         .images
         .iter()
@@ -489,11 +489,12 @@ fn named_acceptance_beats_one_covering_all_and_both_are_applied() {
     };
     assert_eq!(
         reasons("all"),
-        [r("x", "NamedAcceptance/reject-x"), r("y", "ThisAcceptance/all")]
+        [r("x", "NamedAcceptance/reject-x"), r("y", "ThisAcceptance/")]
     );
     assert_eq!(
         reasons("reject-x"),
-        [r("x", "ThisAcceptance/reject-x"), r("y", "OtherAcceptance/all")]
+        [r("x", "ThisAcceptance/")],
+        "an acceptance lists only the images it covers"
     );
 
     // Named beats all even when "all" has the stronger decision.
@@ -595,13 +596,10 @@ fn acceptance_covering_nothing_offered() {
             "{ns}/{name}"
         );
     }
-    // An acceptance of b that names something else still shows what a offers to b.
-    let listed: Vec<String> = out
-        .acceptance("b", "not-offered")
-        .images
-        .iter()
-        .map(|i| i.name.clone())
-        .collect();
+    // An acceptance of b that names something else lists nothing; b's inbox shows what a
+    // offers to b.
+    assert!(out.acceptance("b", "not-offered").images.is_empty());
+    let listed: Vec<String> = out.inbox("b", "a").into_iter().map(|(name, _, _)| name).collect();
     assert_eq!(listed, ["x", "y"]);
 }
 
@@ -684,7 +682,7 @@ fn limit_annotations_raise_lower_or_lift_the_default() {
     assert_eq!(available_count(&out, "lower"), 1);
     assert_eq!(available_count(&out, "unlimited"), 5);
     assert_eq!(available_count(&out, "zero"), 0);
-    assert!(out.events().iter().all(|e| e.regarding.kind != "Namespace"));
+    assert!(out.events().iter().all(|e| e.regarding.kind != Kind::Namespace));
 }
 
 #[test]
@@ -715,10 +713,7 @@ fn invalid_limit_annotation_falls_back_to_the_default_with_a_warning() {
         let warnings = out.events_on("Namespace", "", "a");
         assert_eq!(warnings.len(), 1, "value {bad:?}: {warnings:?}");
         let w = warnings[0];
-        assert_eq!(
-            (w.type_, w.reason.as_str()),
-            (EventType::Warning, "InvalidLimitAnnotation")
-        );
+        assert_eq!((w.type_, w.reason), (EventType::Warning, "InvalidLimitAnnotation"));
         assert!(
             w.note.contains(LIMIT_PRIVATE) && w.note.contains("default 2"),
             "{}",
@@ -925,7 +920,7 @@ fn volume_source_grant_adds_the_claim_and_the_cdi_clone_permission() {
             row("cdi.kubevirt.io", "datavolumes/source", "golden-disk", "create"),
         ]
     );
-    let source = out.acceptance("b", "acc").images[0].source.clone().unwrap();
+    let source = out.offer("b", "a").unwrap().images[0].source.clone().unwrap();
     assert_eq!(source.namespace, "a");
     assert_eq!(source.persistent_volume_claim.as_deref(), Some("golden-disk"));
 }
@@ -965,7 +960,6 @@ fn last_transition_time_is_kept_while_the_status_holds() {
     assert!(out.events().is_empty());
     let acc = out.acceptance("b", "acc");
     assert_eq!(acc.conditions[0].last_transition_time.0, t0);
-    assert_eq!(acc.images[0].last_transition_time.as_ref().unwrap().0, t0);
     assert_eq!(out.image("a", "x").conditions[0].last_transition_time.0, t0);
 
     // The pair's state changes: its time moves, the condition (still True) keeps its own.
@@ -973,12 +967,6 @@ fn last_transition_time_is_kept_while_the_status_holds() {
     let out = s.settle();
     let acc = out.acceptance("b", "acc");
     assert_eq!(acc.images[0].state, ShareState::Rejected);
-    assert_eq!(acc.images[0].last_transition_time.as_ref().unwrap().0, from_now(3600));
-    assert_eq!(
-        acc.images[1].last_transition_time.as_ref().unwrap().0,
-        t0,
-        "y is unchanged"
-    );
     assert_eq!(acc.conditions[0].last_transition_time.0, t0);
     assert_eq!(out.share("a", "s").conditions[0].last_transition_time.0, t0);
 
@@ -1042,11 +1030,17 @@ fn state_transitions_leave_events_on_owner_and_recipient_objects() {
             .any(|n| n.starts_with("Normal/Offered: ") && n.contains("x → b")),
         "{share_events:?}"
     );
-    let acc_events = notes(&first.events_on("ShareAcceptance", "b", "d"));
+    let offer_events = notes(&first.events_on("ImageOffer", "b", "a"));
     assert!(
-        acc_events
+        offer_events
             .iter()
             .any(|n| n.starts_with("Normal/ImageOffered: a offers: x, y")),
+        "{offer_events:?}"
+    );
+    // One event per fact: the acceptance tells only about its own condition.
+    let acc_events = notes(&first.events_on("ShareAcceptance", "b", "d"));
+    assert!(
+        acc_events.iter().all(|n| n.starts_with("Normal/Applied:")),
         "{acc_events:?}"
     );
 
@@ -1060,8 +1054,9 @@ fn state_transitions_leave_events_on_owner_and_recipient_objects() {
         let share_events = notes(&out.events_on("ImageShare", "a", "s"));
         assert_eq!(share_events, [format!("Normal/{owner_reason}: {owner_reason}: x → b")]);
         let state = decision.state();
-        let acc_events = notes(&out.events_on("ShareAcceptance", "b", "d"));
-        assert_eq!(acc_events, [format!("Normal/{state}: now {state}: x")]);
+        let offer_events = notes(&out.events_on("ImageOffer", "b", "a"));
+        assert_eq!(offer_events, [format!("Normal/{state}: now {state}: x")]);
+        assert!(out.events_on("ShareAcceptance", "b", "d").is_empty(), "told once");
     }
 }
 
@@ -1117,8 +1112,9 @@ fn owner_actions_revoke_access_with_a_warning_saying_why() {
         ["image x of a: the owner stopped sharing it with this namespace"]
     );
     assert!(out.grants("a").is_empty());
-    // y was only pending for b: its withdrawal is not a revocation of access.
-    let acc_events = notes(&out.events_on("ShareAcceptance", "b", "acc"));
+    // y was only pending for b: its withdrawal is not a revocation of access, and it is told
+    // on b's inbox.
+    let acc_events = notes(&out.events_on("ImageOffer", "b", "a"));
     assert!(
         acc_events.contains(
             &"Normal/OfferWithdrawn: image y of a: the owner stopped sharing it with this namespace".to_string()
@@ -1262,9 +1258,11 @@ fn a_leaving_owner_offers_nothing() {
 fn a_forged_recipient_status_reveals_nothing_about_unoffered_images() {
     // b forges its status to claim images it was never offered: "secret" exists in a, "ghost"
     // does not. What b sees about them must be the same.
+    // The ImageOffer is written only by the operator (an admission policy denies everyone
+    // else), but the engine does not rely on that: a forged one leaks nothing either.
     let forged = |s: &mut Scenario| {
-        let mut acc = s.get_acceptance("b", "all");
-        let mut status = acc.status.clone().unwrap_or_default();
+        let mut offer = (**s.snap.offer("b", "a").expect("b holds a's offer")).clone();
+        let status = offer.status.as_mut().unwrap();
         for name in ["secret", "ghost"] {
             let mut entry = status.images[0].clone();
             entry.name = name.into();
@@ -1272,8 +1270,7 @@ fn a_forged_recipient_status_reveals_nothing_about_unoffered_images() {
             status.images.push(entry);
         }
         status.images.sort_by(|x, y| x.name.cmp(&y.name));
-        acc.status = Some(status);
-        s.acceptance(acc);
+        s.snap.set_offer("b", "a", Some(std::sync::Arc::new(offer)));
     };
     let mut s = Scenario::cluster();
     s.namespaces(&["a", "b"])
@@ -1284,11 +1281,9 @@ fn a_forged_recipient_status_reveals_nothing_about_unoffered_images() {
     s.settle();
     forged(&mut s);
     let out = s.eval();
-    let notes: Vec<String> = out
-        .events_on("ShareAcceptance", "b", "all")
-        .iter()
-        .map(|e| e.note.clone())
-        .collect();
+    let mut on_recipient = out.events_on("ShareAcceptance", "b", "all");
+    on_recipient.extend(out.events_on("ImageOffer", "b", "a"));
+    let notes: Vec<String> = on_recipient.iter().map(|e| e.note.clone()).collect();
     let about = |name: &str| -> Vec<String> {
         notes
             .iter()
@@ -1299,6 +1294,7 @@ fn a_forged_recipient_status_reveals_nothing_about_unoffered_images() {
     assert_eq!(about("secret").len(), 1, "{notes:?}");
     assert_eq!(about("secret"), about("ghost"), "{notes:?}");
     assert!(out.acceptance("b", "all").images.iter().all(|i| i.name == "web"));
+    assert!(out.inbox("b", "a").iter().all(|(name, _, _)| name == "web"));
 }
 
 #[test]
@@ -1328,7 +1324,7 @@ fn an_unreadable_acceptance_keeps_pairs_from_becoming_accepted() {
         .find(|i| i.name == "new")
         .unwrap()
         .clone();
-    assert_eq!(entry.reason, "UnreadableAcceptance");
+    assert_eq!(entry.reason.as_str(), "UnreadableAcceptance");
     // Fixed (readable again, or deleted): the accept applies.
     s.snap.set_unreadable_acceptance("b", "broken", false);
     let out = s.settle();
@@ -1382,7 +1378,7 @@ fn an_unreadable_image_keeps_its_private_image_slot() {
 
 #[test]
 fn a_blocked_grant_is_reported_on_the_image() {
-    use ims_operator::core::{GrantFault, GrantFaultReason};
+    use ims_operator::core::{AccessReason, GrantFault};
     let mut s = Scenario::cluster();
     s.namespaces(&["a", "b"])
         .image(image("a", "web", 0))
@@ -1400,7 +1396,7 @@ fn a_blocked_grant_is_reported_on_the_image() {
         "a",
         "web",
         Some(GrantFault {
-            reason: GrantFaultReason::NameTaken,
+            reason: AccessReason::GrantNameTaken,
             message: "Role ims-image-web exists and was not made by the operator".into(),
         }),
     );
@@ -1496,4 +1492,160 @@ fn shared_images_are_admitted_by_the_oldest_share_that_lists_them() {
         sr(&out.share("a", "second").conditions),
         t("False", "SharedImageLimitExceeded")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inbox: ImageOffer (docs/rules.md, "Inbox")
+
+#[test]
+fn an_offer_appears_with_the_first_offered_image_and_goes_with_the_last() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b", "c"]).image(image("a", "web", 0));
+    let out = s.settle();
+    assert!(out.0.iter().all(|o| o.offers.is_empty()), "nothing offered, no inbox");
+
+    s.share(share("a", "s", &["web"], &["b"], 1));
+    let out = s.settle();
+    assert_eq!(out.inbox("b", "a"), [("web".to_string(), ShareState::Pending, None)]);
+    let offer = out.offer("b", "a").unwrap();
+    assert_eq!((offer.pending, offer.accepted), (1, 0));
+    let events = notes(&out.events_on("ImageOffer", "b", "a"));
+    assert_eq!(events, ["Normal/ImageOffered: a offers: web"]);
+    assert!(out.offer("c", "a").is_none(), "c is offered nothing");
+
+    // Accepting updates the entry: the decision and how to use the image.
+    s.acceptance(acceptance("b", "take", "a", &["web"], Decision::Accept, 2));
+    let out = s.settle();
+    assert_eq!(
+        out.inbox("b", "a"),
+        [("web".to_string(), ShareState::Accepted, Some("take".to_string()))]
+    );
+    let entry = &out.offer("b", "a").unwrap().images[0];
+    assert_eq!(entry.display_name.as_deref(), Some("Display name"));
+    let source = entry.source.as_ref().expect("an accepted entry says how to use it");
+    assert_eq!(source.namespace, "a");
+    assert!(source.file.is_some());
+
+    // The owner stops offering: the ImageOffer is to be deleted, with why.
+    s.snap.remove_share("a", "s");
+    let out = s.eval();
+    assert!(out.offer("b", "a").is_none());
+    assert_eq!(out.tenant("b").withdrawn_offers, ["a"]);
+    let revoked = notes(&out.events_on("ShareAcceptance", "b", "take"));
+    assert!(
+        revoked.contains(
+            &"Warning/AccessRevoked: image web of a: the owner stopped sharing it with this namespace".to_string()
+        ),
+        "the acceptance that had accepted it is told: {revoked:?}"
+    );
+    s.feed_back(&out);
+    let out = s.eval();
+    assert!(out.tenant("b").withdrawn_offers.is_empty(), "deleted once");
+}
+
+#[test]
+fn an_offer_lists_only_what_is_offered_to_its_namespace() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b", "c"])
+        .image(image("a", "web", 0))
+        .image(image("a", "db", 0))
+        .image(image("a", "secret", 0))
+        .share(share("a", "s1", &["web"], &["b"], 1))
+        .share(share("a", "s2", &["db"], &["c"], 2));
+    let mut published = image("a", "shop", 0);
+    published.spec.published = true;
+    s.image(published)
+        .share(share("a", "s3", &["shop", "missing"], &["b"], 3));
+    let out = s.settle();
+    let names = |ns: &str| -> Vec<String> { out.inbox(ns, "a").into_iter().map(|(n, _, _)| n).collect() };
+    assert_eq!(names("b"), ["web"]);
+    assert_eq!(names("c"), ["db"]);
+}
+
+#[test]
+fn an_offer_says_when_it_ends() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b"])
+        .image(image("a", "web", 0))
+        .image(image("a", "db", 0));
+    let mut short = share("a", "short", &["web", "db"], &["b"], 1);
+    short.spec.expires_at = Some(Time(from_now(3600)));
+    let mut long = share("a", "long", &["web"], &["b"], 2);
+    long.spec.expires_at = Some(Time(from_now(7200)));
+    s.share(short).share(long);
+    let out = s.settle();
+    let ends = |out: &Outcome, image: &str| {
+        out.offer("b", "a")
+            .unwrap()
+            .images
+            .iter()
+            .find(|i| i.name == image)
+            .and_then(|i| i.expires_at.clone())
+            .map(|t| t.0)
+    };
+    assert_eq!(
+        ends(&out, "web"),
+        Some(from_now(7200)),
+        "the latest end of the shares offering it"
+    );
+    assert_eq!(ends(&out, "db"), Some(from_now(3600)));
+    s.share(share("a", "forever", &["db"], &["b"], 3));
+    let out = s.settle();
+    assert_eq!(ends(&out, "db"), None, "a share without expiresAt offers it for good");
+}
+
+#[test]
+fn an_offer_is_capped_at_1000_with_a_count_of_the_rest() {
+    let mut s = Scenario::new(limits(-1, -1, -1), World::Cluster { kubevirt: true });
+    s.namespaces(&["a", "b"]);
+    let names: Vec<String> = (0..1003).map(|i| format!("img-{i:04}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        s.image(image("a", n, i as i64));
+    }
+    for (k, chunk) in names.chunks(30).enumerate() {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        s.share(share("a", &format!("s-{k:02}"), &chunk, &["b"], 2000));
+    }
+    let out = s.settle();
+    let offer = out.offer("b", "a").unwrap();
+    assert_eq!(offer.images.len(), 1000);
+    assert_eq!(offer.more_images, 3);
+    assert_eq!(offer.pending, 1003, "the counts cover every offered image");
+    assert_eq!(offer.images.last().unwrap().name, "img-0999", "the first 1000 by name");
+}
+
+#[test]
+fn a_newly_refused_pair_is_told_even_when_the_ready_reason_stays() {
+    let mut s = Scenario::cluster();
+    s.namespaces(&["a", "b"]).image(image("a", "web", 0));
+    s.share(share("a", "s", &["web"], &["b", "ghost-1"], 1));
+    let out = s.settle();
+    assert_eq!(sr(&out.share("a", "s").conditions), t("False", "RecipientNotFound"));
+    let refused = |out: &Outcome| -> Vec<String> {
+        notes(&out.events_on("ImageShare", "a", "s"))
+            .into_iter()
+            .filter(|n| n.starts_with("Warning/Refused"))
+            .collect()
+    };
+    assert_eq!(
+        refused(&out),
+        ["Warning/Refused: not offered: RecipientNotFound: web → ghost-1"]
+    );
+    let st = out.share("a", "s");
+    assert_eq!(st.images[0].refused.len(), 1);
+    assert_eq!(st.images[0].refused[0].recipients, ["ghost-1"]);
+
+    // A second missing recipient: the Ready reason stays RecipientNotFound, the new pair is
+    // still told, and only it.
+    let mut more = s.get_share("a", "s");
+    more.spec.recipients.push("ghost-2".into());
+    s.share(more);
+    let out = s.settle();
+    assert_eq!(sr(&out.share("a", "s").conditions), t("False", "RecipientNotFound"));
+    assert_eq!(
+        refused(&out),
+        ["Warning/Refused: not offered: RecipientNotFound: web → ghost-2"]
+    );
+    // Nothing new: nothing told.
+    assert!(refused(&s.settle()).is_empty());
 }

@@ -9,12 +9,12 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, ImageQuota, ImageShare, ImageShareSpec, ImageShareStatus, ImageSource,
-        PrivateImage, PrivateImageSpec, PrivateImageStatus, ServerSource, ShareAcceptance, ShareAcceptanceSpec,
-        ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
+        Decision, FileFormat, FileSource, ImageOffer, ImageOfferStatus, ImageQuota, ImageShare, ImageShareSpec,
+        ImageShareStatus, ImageSource, PrivateImage, PrivateImageSpec, PrivateImageStatus, ServerSource,
+        ShareAcceptance, ShareAcceptanceSpec, ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
     },
     config::Config,
-    core::{self, EventSpec, Grant, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
+    core::{self, EventSpec, Grant, Kind, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
@@ -276,6 +276,16 @@ pub fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
             obj.status = Some(u.status.clone());
             snap.upsert_acceptance(Arc::new(obj));
         }
+        for u in &o.offers {
+            snap.set_offer(
+                ns,
+                &u.name,
+                Some(Arc::new(ImageOffer::of(ns, &u.name, u.status.clone()))),
+            );
+        }
+        for owner in &o.withdrawn_offers {
+            snap.set_offer(ns, owner, None);
+        }
         match &o.quota {
             QuotaUpdate::Unchanged => {}
             QuotaUpdate::Apply { status, .. } => {
@@ -305,6 +315,26 @@ impl Outcome {
     pub fn share(&self, ns: &str, name: &str) -> &ImageShareStatus {
         let u = self.tenant(ns).shares.iter().find(|u| u.name == name);
         &u.unwrap_or_else(|| panic!("no ImageShare {ns}/{name}")).status
+    }
+
+    /// The ImageOffer of `owner` in `recipient`.
+    pub fn offer(&self, recipient: &str, owner: &str) -> Option<&ImageOfferStatus> {
+        self.0
+            .iter()
+            .find(|o| o.namespace == recipient)?
+            .offers
+            .iter()
+            .find(|u| u.name == owner)
+            .map(|u| &u.status)
+    }
+
+    /// (image, state, decidedBy) of the ImageOffer of `owner` in `recipient`.
+    pub fn inbox(&self, recipient: &str, owner: &str) -> Vec<(String, ShareState, Option<String>)> {
+        self.offer(recipient, owner)
+            .into_iter()
+            .flat_map(|o| &o.images)
+            .map(|i| (i.name.clone(), i.state, i.decided_by.clone()))
+            .collect()
     }
 
     pub fn acceptance(&self, ns: &str, name: &str) -> &ShareAcceptanceStatus {
@@ -343,9 +373,9 @@ impl Outcome {
         self.events()
             .into_iter()
             .filter(|e| {
-                e.regarding.kind == kind
+                e.regarding.kind.as_str() == kind
                     && e.regarding.name == name
-                    && (kind == "Namespace" || e.regarding.namespace.as_deref() == Some(ns))
+                    && (e.regarding.kind == Kind::Namespace || e.regarding.namespace.as_deref() == Some(ns))
             })
             .collect()
     }
@@ -391,6 +421,13 @@ pub fn received(status: &ShareAcceptanceStatus) -> Vec<(String, ShareState, Stri
     status
         .images
         .iter()
-        .map(|i| (i.name.clone(), i.state, i.reason.clone(), i.decided_by.clone()))
+        .map(|i| {
+            (
+                i.name.clone(),
+                i.state,
+                i.reason.as_str().to_string(),
+                i.decided_by.clone(),
+            )
+        })
         .collect()
 }
