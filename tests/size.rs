@@ -94,8 +94,9 @@ fn largest_image_share_status_is_under_512_kib() {
 }
 
 #[test]
-fn pairs_that_are_not_offered_keep_the_status_small() {
-    // The same share with every pair refused: the message is capped, the lists are empty.
+fn pairs_that_are_not_offered_keep_the_status_bounded() {
+    // The same share with every pair refused: the message is capped, the state lists are
+    // empty and the refused lists name each pair once, like the state lists would.
     let (mut s, _, _) = largest_share();
     let owner = name63("owner");
     let mut share = s.get_share(&owner, &name63("share"));
@@ -107,7 +108,14 @@ fn pairs_that_are_not_offered_keep_the_status_small() {
     let (_, reason, message) = ready(&status.conditions);
     assert_eq!(reason, "Expired");
     assert!(message.len() <= MAX_MESSAGE, "{}", message.len());
-    assert!(json_len(status) < 16 * KIB);
+    let refused: usize = status
+        .images
+        .iter()
+        .flat_map(|i| &i.refused)
+        .map(|g| g.recipients.len())
+        .sum();
+    assert_eq!(refused, 30 * 128);
+    assert!(json_len(status) < 512 * KIB, "{} bytes", json_len(status));
 }
 
 #[test]
@@ -164,7 +172,7 @@ fn largest_share_acceptance_status_fits_in_etcd() {
         3000,
     ));
     let out = s.eval();
-    let status = out.acceptance(&recipient, &acceptance_name);
+    let status = out.offer(&recipient, &owner).expect("an inbox entry");
     assert!(status.images.len() < 1000, "the byte budget cut the list");
     assert_eq!(
         status.images.len() + status.more_images as usize,
@@ -178,10 +186,14 @@ fn largest_share_acceptance_status_fits_in_etcd() {
         "first by name"
     );
     let size = json_len(status);
-    eprintln!("largest ShareAcceptance status: {size} bytes ({} KiB)", size / KIB);
+    eprintln!("largest ImageOffer status: {size} bytes ({} KiB)", size / KIB);
     assert!(size < ETCD_LIMIT, "{size} bytes");
     assert!(
-        size <= ims_operator::core::tenant::MAX_RECEIVED_BYTES + 8 * KIB,
+        size <= ims_operator::core::status::MAX_OFFER_BYTES + 8 * KIB,
         "the estimate is close: {size} bytes"
     );
+    // The acceptance lists its 1000 decisions, small without the descriptions.
+    let acceptance = out.acceptance(&recipient, &acceptance_name);
+    assert_eq!(acceptance.images.len(), 1000);
+    assert!(json_len(acceptance) < 256 * KIB);
 }
