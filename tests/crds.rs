@@ -42,7 +42,7 @@ fn crd_command_prints_every_file_of_crds_folder() {
     for (_, yaml) in crdgen::crd_files() {
         assert!(stream.contains(&yaml));
     }
-    assert_eq!(stream.matches("\n---\n").count() + 1, 4);
+    assert_eq!(stream.matches("\n---\n").count() + 1, 5);
 }
 
 fn walk(path: &str, v: &Value, visit: &mut dyn FnMut(&str, &serde_json::Map<String, Value>)) {
@@ -70,7 +70,26 @@ fn api_shape_follows_the_spec() {
         ("ShareAcceptance", "sacc"),
     ];
     let crds = api::crds();
-    assert_eq!(crds.len(), 4);
+    assert_eq!(crds.len(), 5);
+    // The operator's own ImageOffer (the inbox): no status subresource, so one apply writes
+    // it whole; its columns as `kubectl get imageoffers` shows them.
+    let offer = &crds[4];
+    assert_eq!(offer.spec.names.kind, "ImageOffer");
+    assert_eq!(offer.spec.names.plural, "imageoffers");
+    assert_eq!(offer.spec.scope, "Namespaced");
+    assert_eq!(
+        offer.spec.names.short_names.as_deref(),
+        Some(&["ioffer".to_string()][..])
+    );
+    assert_eq!(offer.spec.names.categories.as_deref(), Some(&["ims".to_string()][..]));
+    assert!(offer.spec.versions[0].subresources.is_none());
+    let columns: Vec<&str> = offer.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Owner", "Pending", "Accepted", "Age"]);
     // The operator's own ImageQuota: ResourceQuota-like columns, no conditions.
     let quota = &crds[3];
     assert_eq!(quota.spec.names.kind, "ImageQuota");
