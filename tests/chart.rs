@@ -100,6 +100,7 @@ fn files_crds_is_a_symlink_to_the_repository_crds() {
         crds,
         BTreeSet::from(
             [
+                "imageoffers.ims.imageshare.io.yaml",
                 "imagequotas.ims.imageshare.io.yaml",
                 "imageshares.ims.imageshare.io.yaml",
                 "privateimages.ims.imageshare.io.yaml",
@@ -408,7 +409,7 @@ fn rendered_crds_are_the_crds_folder_and_are_kept_on_uninstall() {
     }
     for docs in [rendered_default(), rendered_full()] {
         let crds = of_kind(docs, "CustomResourceDefinition");
-        assert_eq!(crds.len(), 4, "every CRD rendered");
+        assert_eq!(crds.len(), 5, "every CRD rendered");
         for crd in crds {
             let name = crd["metadata"]["name"].as_str().unwrap();
             let file = yaml_file(&repo().join("crds").join(format!("{name}.yaml")));
@@ -1625,7 +1626,7 @@ fn grant_and_admission_checks_come_from_one_list_and_agree() {
 
 /// The plural resource names of the CRDs the operator serves.
 /// The kinds only the operator writes; tenants read them.
-const OWNED_KINDS: [&str; 1] = ["imagequotas"];
+const OWNED_KINDS: [&str; 2] = ["imagequotas", "imageoffers"];
 
 /// The kinds tenants write (their spec; the status is the operator's).
 fn crd_resources() -> BTreeSet<String> {
@@ -1913,11 +1914,13 @@ fn owned_kinds_policy_lets_only_the_operator_write_them() {
     let held = cluster_role(rendered_default());
     let owned_rule = held
         .iter()
-        .find(|r| r.resources.as_deref() == Some(&["imagequotas".to_string()][..]))
+        .find(|r| r.resources.as_deref() == Some(&["imagequotas".to_string(), "imageoffers".to_string()][..]))
         .expect("the operator's rule for its own kinds");
     assert_eq!(owned_rule.verbs, ["get", "list", "watch", "create", "patch", "delete"]);
-    assert!(
-        held.iter()
-            .any(|r| r.resources.as_deref() == Some(&["imagequotas/status".to_string()][..]) && r.verbs == ["patch"])
-    );
+    assert!(held.iter().any(|r| {
+        r.resources
+            .as_deref()
+            .is_some_and(|res| res.contains(&"imagequotas/status".to_string()))
+            && r.verbs == ["patch"]
+    }));
 }

@@ -90,10 +90,11 @@ place to add a kind: the operator's ClusterRole, the tenant roles and the policy
 {{/*
 The kinds the operator alone creates, changes and deletes (tenants only read them), as plural
 resource names (a JSON list). The operator's ClusterRole, the tenant view role and the policy
-that keeps them the operator's range over it.
+that keeps them the operator's range over it. (An ImageOffer has no /status subresource: the
+`imageoffers/status` entries those templates derive name nothing and grant nothing.)
 */}}
 {{- define "ims-operator.ownedResources" -}}
-["imagequotas"]
+["imagequotas", "imageoffers"]
 {{- end }}
 
 {{/*
