@@ -327,12 +327,38 @@ fn input_documents(folder: &Path) -> Vec<Value> {
 fn check_yaml_reads_back(folder: &Path, report: &Report) -> Vec<Value> {
     let text = report.yaml();
     let mut docs = parse_stream(&text);
-    // After the input objects: the ImageQuota of every namespace that needs one, by namespace.
+    // After the input objects: the ImageOffers of every recipient, then the ImageQuota of every
+    // namespace that needs one, by namespace.
     let first_quota = docs
         .iter()
         .position(|d| d["kind"] == "ImageQuota")
         .unwrap_or(docs.len());
     let quotas = docs.split_off(first_quota);
+    let first_offer = docs
+        .iter()
+        .position(|d| d["kind"] == "ImageOffer")
+        .unwrap_or(docs.len());
+    let offers = docs.split_off(first_offer);
+    let expected_offers: Vec<Value> = report
+        .outcomes
+        .iter()
+        .flat_map(|o| {
+            o.offers.iter().map(|u| {
+                json!({
+                    "apiVersion": "ims.imageshare.io/v1alpha1",
+                    "kind": "ImageOffer",
+                    "metadata": {
+                        "name": u.name,
+                        "namespace": o.namespace,
+                        "labels": {"ims.imageshare.io/owner": u.name},
+                    },
+                    "spec": {"owner": u.name},
+                    "status": serde_json::to_value(&u.status).unwrap(),
+                })
+            })
+        })
+        .collect();
+    assert_eq!(offers, expected_offers, "{}: the ImageOffers", folder.display());
     let expected_quotas: Vec<Value> = report
         .outcomes
         .iter()
@@ -404,6 +430,7 @@ fn check_yaml_reads_back(folder: &Path, report: &Report) -> Vec<Value> {
             folder.display()
         );
     }
+    docs.extend(offers);
     docs.extend(quotas);
     docs
 }
@@ -548,9 +575,9 @@ fn yaml_output_quotes_strings_that_yaml_1_1_would_read_as_something_else() {
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
     let out = report.yaml();
     let parsed = parse_stream(&out);
-    // The received images carry displayName and osVersion of every tricky string.
-    let acc = parsed.iter().find(|d| d["kind"] == "ShareAcceptance").unwrap();
-    let received = acc["status"]["images"].as_array().unwrap();
+    // The inbox carries displayName and osVersion of every tricky string.
+    let offer = parsed.iter().find(|d| d["kind"] == "ImageOffer").unwrap();
+    let received = offer["status"]["images"].as_array().unwrap();
     assert_eq!(received.len(), tricky.len());
     for d in &parsed {
         let name = d["metadata"]["name"].as_str().unwrap();
@@ -565,7 +592,13 @@ fn yaml_output_quotes_strings_that_yaml_1_1_would_read_as_something_else() {
             );
         }
     }
-    assert_eq!(parsed.iter().filter(|d| d["kind"] != "ImageQuota").count(), docs.len());
+    assert_eq!(
+        parsed
+            .iter()
+            .filter(|d| d["kind"] != "ImageQuota" && d["kind"] != "ImageOffer")
+            .count(),
+        docs.len()
+    );
     let read = check_yaml_reads_back(&dir, &report);
     check_yaml_1_1_readers_agree(&[dir.as_path()], &[&report], &[read]);
     let _ = std::fs::remove_dir_all(&dir);
