@@ -1,5 +1,5 @@
 //! Owner-side evaluation: which images are admitted and Ready, which (image, recipient) pairs
-//! are offered under the limits, and the state of each offered pair (docs/rules.md).
+//! are offered under the limits, and the state of each offered pair (README.md).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

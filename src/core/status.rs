@@ -1,4 +1,4 @@
-//! Status builders: the desired status of each object from its owner's evaluation (docs/rules.md).
+//! Status builders: the desired status of each object from its owner's evaluation (README.md).
 //! Each returns the status and whether it differs from the current one.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use super::{
     vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
 };
 
-/// The most images a ShareAcceptance or ImageOffer status lists (see docs/rules.md).
+/// The most images a ShareAcceptance or ImageOffer status lists (see README.md).
 pub const MAX_LISTED_IMAGES: usize = 1000;
 /// The serialized size the images an ImageOffer lists may take. 1,000 entries with the longest
 /// allowed URLs and names would come to about 3 MB, twice what etcd stores in one object; the
