@@ -2,8 +2,9 @@
 //! from is unchanged, so that one changed object re-evaluates only what it touches. The
 //! snapshot stays plain data; this is the only place that caches.
 
-use std::{collections::HashMap, hash::Hash, sync::Arc};
+use std::{hash::Hash, sync::Arc};
 
+use foldhash::HashMap;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{

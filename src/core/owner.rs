@@ -2,10 +2,11 @@
 //! are offered under the limits, and the state of each offered pair (README.md).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
+use foldhash::HashMap;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{self, Decision, ImageShare, PrivateImage, ShareAcceptance, ShareState};
@@ -358,7 +359,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
 
     // Candidate pairs: listed by a share that has not expired, image and recipient not refused.
     let mut image_order: Vec<&str> = Vec::new();
-    let mut recipients: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut recipients: HashMap<&str, Vec<&str>> = HashMap::default();
     let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
     for share in &shares {
         if is_expired(snap, &share.object) {
@@ -385,7 +386,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     // of an image by the oldest share that lists the pair, then `spec.recipients` order.
     // Refusals of images and recipients do not depend on the share, so only expired shares can
     // put a pair earlier than the loop above found it.
-    let mut image_rank: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut image_rank: HashMap<&str, (usize, usize)> = HashMap::default();
     for (s, share) in shares.iter().enumerate() {
         for (i, image) in share.object.spec.images.iter().enumerate() {
             image_rank.entry(image).or_insert((s, i));
@@ -393,7 +394,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     }
     image_order.sort_by_key(|image| image_rank[image]);
     if shares.iter().any(|s| is_expired(snap, &s.object)) {
-        let mut pair_rank: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        let mut pair_rank: HashMap<(&str, &str), (usize, usize)> = HashMap::default();
         for (s, share) in shares.iter().enumerate() {
             for image in &share.object.spec.images {
                 for (j, r) in share.object.spec.recipients.iter().enumerate() {
@@ -418,7 +419,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     counted_images.extend(held.keys().copied());
     let mut used_images = counted_images.len();
     // One shared name per recipient for all its pairs.
-    let mut names: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut names: HashMap<&str, Arc<str>> = HashMap::default();
     for image in image_order {
         if !counted_images.contains(image) {
             // An image that could get no recipient would not be a shared image.

@@ -2,10 +2,11 @@
 //! tenant be evaluated without scanning the cluster.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
+use foldhash::HashMap;
 use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::ResourceExt;
 
@@ -258,20 +259,20 @@ impl Snapshot {
             subjects,
             now,
             world,
-            namespaces: HashMap::new(),
-            images: HashMap::new(),
-            shares: HashMap::new(),
-            acceptances: HashMap::new(),
-            acceptances_by_owner: HashMap::new(),
-            listed_by: HashMap::new(),
-            volumes: HashMap::new(),
-            machines: HashMap::new(),
+            namespaces: HashMap::default(),
+            images: HashMap::default(),
+            shares: HashMap::default(),
+            acceptances: HashMap::default(),
+            acceptances_by_owner: HashMap::default(),
+            listed_by: HashMap::default(),
+            volumes: HashMap::default(),
+            machines: HashMap::default(),
             unreadable: Unreadable::default(),
-            quotas: HashMap::new(),
-            offers: HashMap::new(),
-            grant_faults: HashMap::new(),
+            quotas: HashMap::default(),
+            offers: HashMap::default(),
+            grant_faults: HashMap::default(),
             next_input_order: 0,
-            revisions: HashMap::new(),
+            revisions: HashMap::default(),
             epoch: 0,
             next_revision: 1,
         })
