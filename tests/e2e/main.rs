@@ -26,6 +26,7 @@
 //! - `IMS_E2E_TENANTS`: how many tenants the tenant-deletion test makes and deletes, once
 //!   with the operator running and once without (default 20).
 
+mod inbox;
 mod quota;
 mod scenarios;
 mod support;
