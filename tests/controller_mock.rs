@@ -1,8 +1,9 @@
 //! The controller's I/O layer against a mock API server (tower-test): the exact server-side
-//! apply patches it sends, that it sends nothing for an unchanged tenant, that it prunes only
-//! its own stale grants, that a refused write fails the reconcile into a jittered retry while
-//! every other write is still sent, that writes are fenced by the leader lease, and that
-//! objects which do not decode never loosen a decision.
+//! apply patches it sends (an ImageOffer whole, in one apply; a withdrawn one deleted), that it
+//! sends nothing for an unchanged tenant, that it prunes only its own stale grants, that a
+//! refused write fails the reconcile into a jittered retry while every other write is still
+//! sent, that writes are fenced by the leader lease, and that objects which do not decode never
+//! loosen a decision.
 
 use std::{
     sync::{
@@ -15,8 +16,8 @@ use std::{
 use http::{Request, Response, StatusCode};
 use ims_operator::{
     api::{
-        Decision, ImageQuota, ImageQuotaStatus, ImageShare, ImageShareSpec, PrivateImage, PrivateImageSpec,
-        ShareAcceptance, ShareAcceptanceSpec,
+        Decision, ImageOffer, ImageOfferStatus, ImageQuota, ImageQuotaStatus, ImageShare, ImageShareSpec, PrivateImage,
+        PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
     },
     config::Config,
     controller::{
@@ -29,7 +30,7 @@ use ims_operator::{
         reconcile::{Error, MAX_BACKOFF, backoff_with},
         writer::{self, WriteReport, WriteStats},
     },
-    core::{Evaluator, GrantFaultReason, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
+    core::{AccessReason, Evaluator, Kind, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
     api::{
@@ -53,6 +54,7 @@ type MockHandle = Handle<Request<Body>, Response<Body>>;
 
 const RBAC_A: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a";
 const IMS_A: &str = "/apis/ims.imageshare.io/v1alpha1/namespaces/tenant-a";
+const IMS_B: &str = "/apis/ims.imageshare.io/v1alpha1/namespaces/tenant-b";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ims-system/leases/ims-operator";
 
 fn mock_client() -> (Client, MockHandle) {
@@ -139,16 +141,38 @@ fn snapshot_of(images: Vec<PrivateImage>, shares: Vec<ImageShare>, acceptances: 
     for a in acceptances {
         snap.upsert_acceptance(Arc::new(a));
     }
-    converge_quotas(&mut snap);
+    converge(&mut snap);
     snap
+}
+
+/// Gives every namespace the ImageQuota and the ImageOffers the engine wants, so that tests
+/// about other writes see none for those.
+fn converge(snap: &mut Snapshot) {
+    converge_quotas(snap);
+    converge_offers(snap);
 }
 
 /// Gives every namespace the ImageQuota the engine wants, so that tests about other writes
 /// see none for the quotas (`quota_writes_create_update_and_delete` is about those).
 fn converge_quotas(snap: &mut Snapshot) {
     for ns in ["tenant-a", "tenant-b"] {
-        if let QuotaUpdate::Apply { status, .. } = Evaluator::new(snap).tenant(ns).quota {
+        if let QuotaUpdate::Apply { status, .. } = Evaluator::new().tenant(snap, ns).quota {
             snap.set_quota(ns, Some(Arc::new(quota_object(ns, status))));
+        }
+    }
+}
+
+/// Gives every recipient the ImageOffers the engine wants
+/// (`a_reconcile_writes_an_image_offer_in_one_apply_and_deletes_a_withdrawn_one` is about those).
+fn converge_offers(snap: &mut Snapshot) {
+    for ns in ["tenant-a", "tenant-b"] {
+        let outcome = Evaluator::new().tenant(snap, ns);
+        for u in &outcome.offers {
+            let offer = ImageOffer::of(ns, &u.name, u.status.clone());
+            snap.set_offer(ns, &u.name, Some(Arc::new(offer)));
+        }
+        for owner in &outcome.withdrawn_offers {
+            snap.set_offer(ns, owner, None);
         }
     }
 }
@@ -166,12 +190,12 @@ fn converged(accepted: bool) -> (PrivateImage, ImageShare, Option<ShareAcceptanc
     let (mut img, mut sh) = (image(), share());
     let acc = accepted.then(acceptance);
     let snap = snapshot((img.clone(), sh.clone(), acc.clone()));
-    let mut ev = Evaluator::new(&snap);
-    let a = ev.tenant("tenant-a");
+    let mut ev = Evaluator::new();
+    let a = ev.tenant(&snap, "tenant-a");
     img.status = Some(a.images[0].status.clone());
     sh.status = Some(a.shares[0].status.clone());
     let acc = acc.map(|mut acc| {
-        acc.status = Some(ev.tenant("tenant-b").acceptances[0].status.clone());
+        acc.status = Some(ev.tenant(&snap, "tenant-b").acceptances[0].status.clone());
         acc
     });
     let mut grants = ExistingGrants::default();
@@ -376,7 +400,7 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
     let (img, sh, _, grants) = converged(false);
     assert!(grants.roles.is_empty());
     let snap = snapshot((img, sh, Some(acceptance())));
-    let outcome = Evaluator::new(&snap).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snap, "tenant-a");
     let (client, mut handle) = mock_client();
     let writer = tokio::spawn(async move {
         let metrics = Metrics::default();
@@ -472,11 +496,11 @@ async fn accepting_a_share_sends_exactly_these_server_side_applies() {
 async fn an_unchanged_tenant_sends_no_request_at_all() {
     let (img, sh, acc, grants) = converged(true);
     let snap = snapshot((img, sh, acc));
-    let mut ev = Evaluator::new(&snap);
+    let mut ev = Evaluator::new();
     let (client, mut handle) = mock_client();
     let metrics = Metrics::default();
     for ns in ["tenant-a", "tenant-b"] {
-        let outcome = ev.tenant(ns);
+        let outcome = ev.tenant(&snap, ns);
         assert_eq!(outcome.writes(), 0);
         assert!(outcome.events.is_empty(), "{:?}", outcome.events);
         let existing = if ns == "tenant-a" {
@@ -500,7 +524,7 @@ async fn revoking_the_last_acceptance_prunes_binding_then_role() {
     assert_eq!(grants.roles.len(), 1);
     // tenant-b deleted its acceptance: the pair is Pending again and the grant must go.
     let snap = snapshot((img, sh, None));
-    let outcome = Evaluator::new(&snap).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snap, "tenant-a");
     assert!(outcome.grants.is_empty());
     let (client, mut handle) = mock_client();
     let writer = tokio::spawn(async move { write(&client, &outcome, &grants, &Metrics::default()).await });
@@ -536,7 +560,7 @@ async fn a_refused_write_is_reported_and_every_other_write_is_still_sent() {
     // Two accepted images: two grants (Role and RoleBinding each) and three statuses.
     let images = vec![image(), image_in("tenant-a", "ubuntu", "uid-ubuntu")];
     let snap = snapshot_of(images, vec![share_of(&["centos-web", "ubuntu"])], vec![acceptance()]);
-    let outcome = Evaluator::new(&snap).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snap, "tenant-a");
     let granted: Vec<String> = outcome.grants.iter().map(|g| g.image.clone()).collect();
     assert_eq!(granted.len(), 2);
     assert_eq!(outcome.writes(), 3);
@@ -568,7 +592,7 @@ async fn a_refused_write_is_reported_and_every_other_write_is_still_sent() {
     let failure = &report.failures[0];
     assert_eq!(failure.reason, "Forbidden");
     assert_eq!(failure.kind, WriteKind::Grant);
-    assert_eq!(failure.regarding.kind, "PrivateImage");
+    assert_eq!(failure.regarding.kind, Kind::PrivateImage);
     assert_eq!(failure.regarding.name, granted[0]);
     assert!(
         failure
@@ -592,7 +616,7 @@ async fn a_refused_write_is_reported_and_every_other_write_is_still_sent() {
     assert_eq!(report.grant_faults.len(), 2);
     let (image, fault) = &report.grant_faults[0];
     assert_eq!(image, &granted[0]);
-    assert_eq!(fault.as_ref().map(|f| f.reason), Some(GrantFaultReason::WriteFailed));
+    assert_eq!(fault.as_ref().map(|f| f.reason), Some(AccessReason::GrantWriteFailed));
     assert_eq!(report.grant_faults[1], (granted[1].clone(), None));
 }
 
@@ -628,7 +652,7 @@ fn binding(meta: ObjectMeta) -> Arc<RoleBinding> {
 #[tokio::test]
 async fn a_role_the_operator_did_not_make_is_never_written_nor_deleted() {
     let (img, sh, _, _) = converged(false);
-    let outcome = Evaluator::new(&snapshot((img, sh, Some(acceptance())))).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snapshot((img, sh, Some(acceptance()))), "tenant-a");
     assert_eq!(outcome.grants.len(), 1);
     // In the cache (the watches select by the managed-by label): one stale grant of ours, and
     // labelled objects whose names are not the grant name of their image label.
@@ -672,7 +696,7 @@ async fn a_role_the_operator_did_not_make_is_never_written_nor_deleted() {
     let (image, fault) = &report.grant_faults[0];
     assert_eq!(image, "centos-web");
     let fault = fault.as_ref().expect("a fault");
-    assert_eq!(fault.reason, GrantFaultReason::NameTaken);
+    assert_eq!(fault.reason, AccessReason::GrantNameTaken);
     assert!(fault.message.contains("Role ims-image-centos-web"), "{}", fault.message);
     assert!(report.failures.is_empty(), "a taken name is not a refused write");
     assert_eq!(
@@ -688,7 +712,7 @@ async fn a_role_the_operator_did_not_make_is_never_written_nor_deleted() {
 #[tokio::test]
 async fn a_role_binding_the_operator_did_not_make_is_never_written() {
     let (img, sh, _, _) = converged(false);
-    let outcome = Evaluator::new(&snapshot((img, sh, Some(acceptance())))).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snapshot((img, sh, Some(acceptance()))), "tenant-a");
     let grant = outcome.grants[0].clone();
     // Our Role is in place; a RoleBinding with the grant's name, labelled for another image,
     // is not ours (and the watches, which see it, hand it to the writer).
@@ -713,7 +737,7 @@ async fn a_role_binding_the_operator_did_not_make_is_never_written() {
         "neither written nor pruned"
     );
     let fault = report.grant_faults[0].1.as_ref().expect("a fault");
-    assert_eq!(fault.reason, GrantFaultReason::NameTaken);
+    assert_eq!(fault.reason, AccessReason::GrantNameTaken);
     assert!(
         fault.message.contains("RoleBinding ims-image-centos-web"),
         "{}",
@@ -722,7 +746,7 @@ async fn a_role_binding_the_operator_did_not_make_is_never_written() {
 
     // Not even a stale grant with that label set is pruned once the image needs no grant.
     let (img, sh, _, _) = converged(false);
-    let pending = Evaluator::new(&snapshot((img, sh, None))).tenant("tenant-a");
+    let pending = Evaluator::new().tenant(&snapshot((img, sh, None)), "tenant-a");
     assert!(pending.grants.is_empty());
     let report = write(&client, &pending, &existing, &Metrics::default()).await;
     assert_eq!(report.stats.grant_deletes, 1);
@@ -755,7 +779,7 @@ fn synced_cache_of(
     for a in acceptances {
         ShareAcceptance::store(&cache, Arc::new(a));
     }
-    cache.with_snapshot(converge_quotas);
+    cache.with_snapshot(converge);
     cache.expect_feeds(6);
     for _ in 0..6 {
         cache.mark_synced();
@@ -855,7 +879,7 @@ async fn a_conflict_fails_the_reconcile_and_retries_with_growing_backoff() {
         "the waits are jittered, not the bare doubling"
     );
     let fault = cache.with_snapshot(|s| s.grant_fault("tenant-a", "centos-web").cloned());
-    assert_eq!(fault.map(|f| f.reason), Some(GrantFaultReason::WriteFailed));
+    assert_eq!(fault.map(|f| f.reason), Some(AccessReason::GrantWriteFailed));
     // Each refused write is also reported as a Warning Event.
     let warned = log
         .lock()
@@ -955,6 +979,116 @@ async fn a_storm_of_refused_writes_retries_with_bounded_jittered_waits() {
 }
 
 #[tokio::test]
+async fn a_reconcile_writes_an_image_offer_in_one_apply_and_deletes_a_withdrawn_one() {
+    // tenant-a offers centos-web to tenant-b, whose inbox does not hold that ImageOffer yet; it
+    // still holds one of tenant-c, which offers it nothing (any more).
+    let (img, sh, _, _) = converged(false);
+    let cache = synced_cache((img, sh, None));
+    ImageOffer::forget(&cache, "tenant-b", "tenant-a");
+    let stale = ImageOfferStatus {
+        images: serde_json::from_value(json!([{
+            "name": "old", "state": "Pending", "imageType": "SystemDisk", "architecture": "x86_64", "diskSizeGiB": 10,
+        }]))
+        .unwrap(),
+        pending: 1,
+        ..Default::default()
+    };
+    ImageOffer::store(&cache, Arc::new(ImageOffer::of("tenant-b", "tenant-c", stale)));
+    let (client, handle) = mock_client();
+    let log = serve(handle, |_| None);
+    let ctx = context(client, cache.clone());
+    let b = Arc::new(tenant("tenant-b"));
+    controller::reconcile(b.clone(), ctx.clone())
+        .await
+        .expect("the writes succeed");
+
+    // One server-side apply of the whole object (no status subresource), one delete.
+    assert_eq!(
+        writes(&log),
+        vec![
+            req("PATCH", format!("{IMS_B}/imageoffers/tenant-a")),
+            req("DELETE", format!("{IMS_B}/imageoffers/tenant-c")),
+        ]
+    );
+    let sent: Vec<Seen> = log.lock().unwrap().clone();
+    let apply = &sent[0];
+    assert!(
+        apply.query.contains("fieldManager=ims-operator-offers") && apply.query.contains("force=true"),
+        "{}",
+        apply.query
+    );
+    let offer = &apply.body;
+    assert_eq!(offer["apiVersion"], "ims.imageshare.io/v1alpha1");
+    assert_eq!(offer["kind"], "ImageOffer");
+    assert_eq!(offer["metadata"]["name"], "tenant-a");
+    assert_eq!(
+        offer["metadata"]["labels"],
+        json!({"app.kubernetes.io/managed-by": "ims-operator", "ims.imageshare.io/owner": "tenant-a"})
+    );
+    assert_eq!(offer["spec"], json!({"owner": "tenant-a"}));
+    let status = &offer["status"];
+    assert_eq!(
+        [
+            &status["pending"],
+            &status["accepted"],
+            &status["rejected"],
+            &status["removed"]
+        ],
+        [&json!(1), &json!(0), &json!(0), &json!(0)]
+    );
+    let images = status["images"].as_array().expect("a list of images");
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(
+        (&images[0]["name"], &images[0]["state"], &images[0]["diskSizeGiB"]),
+        (&json!("centos-web"), &json!("Pending"), &json!(40))
+    );
+    assert!(
+        images[0].get("source").is_none(),
+        "no source while Pending: {}",
+        images[0]
+    );
+    assert!(
+        images[0].get("decidedBy").is_none(),
+        "nobody decided yet: {}",
+        images[0]
+    );
+    assert_eq!(ctx.state.metrics.status_patches(), 1);
+    // The recipient is told, on the ImageOffers.
+    let told: Vec<(String, String)> = sent
+        .iter()
+        .filter(|s| s.is_event())
+        .map(|s| {
+            let regarding = &s.body["regarding"];
+            (
+                format!(
+                    "{}/{}",
+                    regarding["kind"].as_str().unwrap(),
+                    regarding["name"].as_str().unwrap()
+                ),
+                s.body["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        told.contains(&("ImageOffer/tenant-a".into(), "ImageOffered".into())),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&("ImageOffer/tenant-c".into(), "OfferWithdrawn".into())),
+        "{told:?}"
+    );
+
+    // The watch brings the written ImageOffer and the delete: the next reconcile writes nothing.
+    let mut written: ImageOffer = serde_json::from_value(offer.clone()).unwrap();
+    written.metadata.namespace = Some("tenant-b".into());
+    ImageOffer::store(&cache, Arc::new(written));
+    ImageOffer::forget(&cache, "tenant-b", "tenant-c");
+    let before = writes(&log).len();
+    controller::reconcile(b, ctx).await.expect("nothing to write");
+    assert_eq!(writes(&log).len(), before, "{:?}", &writes(&log)[before..]);
+}
+
+#[tokio::test]
 async fn a_namespace_being_deleted_gets_no_write_at_all() {
     let (img, sh, _, _) = converged(false);
     let cache = synced_cache((img, sh, Some(acceptance())));
@@ -1046,7 +1180,7 @@ fn offered_x() -> Arc<Cache> {
     let x = image_in("tenant-a", "x", "uid-x");
     let sh = share_of(&["x"]);
     let snap = snapshot_of(vec![x.clone()], vec![sh.clone()], vec![]);
-    let a = Evaluator::new(&snap).tenant("tenant-a");
+    let a = Evaluator::new().tenant(&snap, "tenant-a");
     let (mut x, mut sh) = (x, sh);
     x.status = Some(a.images[0].status.clone());
     sh.status = Some(a.shares[0].status.clone());
@@ -1514,7 +1648,7 @@ async fn quota_writes_create_update_and_delete() {
     // status written.
     let mut snap = snapshot((image(), share(), None));
     snap.set_quota("tenant-a", None);
-    let outcome = Evaluator::new(&snap).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snap, "tenant-a");
     let QuotaUpdate::Apply { create: true, status } = outcome.quota.clone() else {
         panic!("{:?}", outcome.quota)
     };
@@ -1558,13 +1692,13 @@ async fn quota_writes_create_update_and_delete() {
 
     // Converged: nothing. A lowered limit: the status alone.
     snap.set_quota("tenant-a", Some(Arc::new(quota_object("tenant-a", status))));
-    assert_eq!(Evaluator::new(&snap).tenant("tenant-a").quota, QuotaUpdate::Unchanged);
+    assert_eq!(Evaluator::new().tenant(&snap, "tenant-a").quota, QuotaUpdate::Unchanged);
     let mut annotated = NamespaceInfo::default();
     annotated
         .annotations
         .insert("ims.imageshare.io/limit.private-images".into(), "5".into());
     snap.upsert_namespace("tenant-a", annotated);
-    let QuotaUpdate::Apply { create: false, status } = Evaluator::new(&snap).tenant("tenant-a").quota else {
+    let QuotaUpdate::Apply { create: false, status } = Evaluator::new().tenant(&snap, "tenant-a").quota else {
         panic!("the status is updated")
     };
     assert_eq!(status.summary.private_images, "1/5");
@@ -1575,7 +1709,7 @@ async fn quota_writes_create_update_and_delete() {
         "tenant-a",
         Some(Arc::new(quota_object("tenant-a", ImageQuotaStatus::default()))),
     );
-    let outcome = Evaluator::new(&empty).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&empty, "tenant-a");
     assert_eq!(outcome.quota, QuotaUpdate::Delete);
     let (client, handle) = mock_client();
     let log = serve(handle, |_| None);
@@ -1590,7 +1724,7 @@ async fn our_binding_to_a_role_someone_else_replaced_is_deleted() {
     // (the watch no longer sees it: it lost the label). The binding of ours would hand out
     // whatever that Role allows: it goes, with the uid of the object the operator made.
     let (img, sh, acc, grants) = converged(true);
-    let outcome = Evaluator::new(&snapshot((img, sh, acc))).tenant("tenant-a");
+    let outcome = Evaluator::new().tenant(&snapshot((img, sh, acc)), "tenant-a");
     let mut existing = ExistingGrants::default();
     let mut ours = grants.bindings["ims-image-centos-web"].as_ref().clone();
     ours.metadata.uid = Some("uid-our-binding".into());
@@ -1625,6 +1759,6 @@ async fn our_binding_to_a_role_someone_else_replaced_is_deleted() {
     assert_eq!(report.stats.grant_deletes, 1);
     assert_eq!(
         report.grant_faults[0].1.as_ref().map(|f| f.reason),
-        Some(GrantFaultReason::NameTaken)
+        Some(AccessReason::GrantNameTaken)
     );
 }

@@ -5,14 +5,18 @@
 //! the first evaluation, once the statuses are written back, and after that with limits lowered,
 //! recipients swapped, decisions changed, images added and objects turned unreadable (sticky
 //! admission) — about every listed (image, recipient) pair (offered and in which state, or the
-//! reason it is refused), every PrivateImage's admission and readiness, every grant subject and
-//! every recipient's "shared with me" list.
+//! reason it is refused), every PrivateImage's admission and readiness, every grant subject,
+//! every recipient's inbox (the ImageOffer of each owner: the images offered, their states, the
+//! acceptance that decided each and when the offer ends; which ImageOffers must go) and every
+//! ShareAcceptance's own decisions (the offered images it covers, each with its state, whose
+//! decision is in effect, and its Ready reason).
 //!
 //! The model decides admissions and winners itself; it reads only the objects (specs, the
-//! current statuses as the record of what was admitted, namespaces and volumes). `Rules` names
-//! the points where the engine departed (or departs) from the documented rules; a test per point
-//! holds its minimal case and checks that the model tells the two rules apart there. A departure
-//! the engine still has would be listed in `KNOWN_DIVERGENCES` (empty: none is known).
+//! current statuses as the record of what was admitted, namespaces and volumes, and which
+//! ImageOffers the recipients hold). `Rules` names the points where the engine departed (or
+//! departs) from the documented rules; a test per point holds its minimal case and checks that
+//! the model tells the two rules apart there. A departure the engine still has would be listed
+//! in `KNOWN_DIVERGENCES` (empty: none is known).
 
 mod common;
 
@@ -21,7 +25,10 @@ use std::sync::Arc;
 
 use common::{acceptance, at, from_now, image, limits, now, share, volume_image};
 use ims_operator::{
-    api::{Decision, ImageShare, ImageShareStatus, PrivateImage, PrivateImageStatus, ShareAcceptance, ShareState},
+    api::{
+        Decision, DecisionReason, ImageOffer, ImageShare, ImageShareStatus, PrivateImage, PrivateImageStatus,
+        ShareAcceptance, ShareState,
+    },
     core::{self, NamespaceInfo, Snapshot, TenantOutcome, VolumeState, World},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -66,6 +73,8 @@ struct Cluster {
     unreadable_images: BTreeMap<(String, String), Option<PrivateImageStatus>>,
     unreadable_shares: BTreeMap<(String, String), Option<ImageShareStatus>>,
     unreadable_acceptances: BTreeSet<(String, String)>,
+    /// The ImageOffers the operator keeps, by (recipient, owner).
+    offers: BTreeMap<(String, String), ImageOffer>,
 }
 
 fn ns_of<K: kube::Resource>(o: &K) -> String {
@@ -112,12 +121,23 @@ fn snapshot(c: &Cluster) -> Snapshot {
             Put::Acceptance(o) => snap.upsert_acceptance(Arc::new(o.clone())),
         }
     }
+    for ((recipient, owner), offer) in &c.offers {
+        snap.set_offer(recipient, owner, Some(Arc::new(offer.clone())));
+    }
     snap
 }
 
-/// Writes the engine's desired statuses into the objects (input order unchanged).
+/// Writes the engine's desired statuses into the objects (input order unchanged), and its
+/// ImageOffers: written when they changed, deleted when withdrawn.
 fn feed_back(c: &mut Cluster, outcomes: &[TenantOutcome]) {
     for o in outcomes {
+        for u in o.offers.iter().filter(|u| u.changed) {
+            let offer = ImageOffer::of(&o.namespace, &u.name, u.status.clone());
+            c.offers.insert((o.namespace.clone(), u.name.clone()), offer);
+        }
+        for owner in &o.withdrawn_offers {
+            c.offers.remove(&(o.namespace.clone(), owner.clone()));
+        }
         for u in &o.images {
             for obj in c.images.iter_mut() {
                 if ns_of(&obj.object) == o.namespace && name_of(&obj.object) == u.name {
@@ -236,6 +256,15 @@ fn describe(c: &Cluster) -> String {
             a.spec.decision
         );
     }
+    for ((recipient, owner), offer) in &c.offers {
+        let images: Vec<String> = offer
+            .status
+            .iter()
+            .flat_map(|s| &s.images)
+            .map(|i| format!("{}:{:?}", i.name, i.state))
+            .collect();
+        out += &format!("ImageOffer {recipient}/{owner} images={images:?}\n");
+    }
     out
 }
 
@@ -258,9 +287,21 @@ struct View {
     images: BTreeMap<(String, String), (bool, bool)>,
     /// (owner, image, recipient) with a RoleBinding subject system:serviceaccounts:<recipient>.
     grants: BTreeSet<(String, String, String)>,
-    /// (namespace, acceptance) -> the images its status lists, with their state.
-    received: BTreeMap<(String, String), Vec<(String, ShareState)>>,
+    /// (namespace, acceptance) -> its Ready reason, and the images its status lists: the
+    /// offered images it covers, each with its state, whose decision is in effect and who that
+    /// is when not this acceptance.
+    received: BTreeMap<(String, String), (String, Vec<Received>)>,
+    /// (recipient, owner) -> the images the ImageOffer lists.
+    offers: BTreeMap<(String, String), Vec<Offered>>,
+    /// (recipient, owner) of the ImageOffers that must be deleted.
+    withdrawn: BTreeSet<(String, String)>,
 }
+
+/// An entry of a ShareAcceptance status: (image, state, reason, decidedBy).
+type Received = (String, ShareState, DecisionReason, Option<String>);
+
+/// An entry of an ImageOffer: (image, state, decidedBy, expiresAt).
+type Offered = (String, ShareState, Option<String>, Option<Timestamp>);
 
 /// Refusal written for every pair of a leaving owner: its statuses are never written (nothing is
 /// written into a leaving namespace), so only "not offered" is compared.
@@ -292,6 +333,15 @@ fn diff(expected: &View, actual: &View) -> String {
         out += &format!("  grant {g:?}: {who}\n");
     }
     maps("received", &expected.received, &actual.received, &mut out);
+    maps("inbox", &expected.offers, &actual.offers, &mut out);
+    for w in expected.withdrawn.symmetric_difference(&actual.withdrawn) {
+        let who = if expected.withdrawn.contains(w) {
+            "model only"
+        } else {
+            "engine only"
+        };
+        out += &format!("  withdrawn ImageOffer {w:?}: {who}\n");
+    }
     out
 }
 
@@ -362,8 +412,66 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
             }
         }
         for u in &o.acceptances {
-            let list = u.status.images.iter().map(|i| (i.name.clone(), i.state)).collect();
-            view.received.insert((owner.clone(), u.name.clone()), list);
+            let ready = u.status.conditions.iter().find(|c| c.type_ == "Ready");
+            let ready = ready.ok_or(format!("ShareAcceptance {owner}/{} has no Ready condition", u.name))?;
+            if u.status.more_images != 0 {
+                return Err(format!("ShareAcceptance {owner}/{} cut its list short", u.name));
+            }
+            let list = u
+                .status
+                .images
+                .iter()
+                .map(|i| (i.name.clone(), i.state, i.reason, i.decided_by.clone()))
+                .collect();
+            view.received
+                .insert((owner.clone(), u.name.clone()), (ready.reason.clone(), list));
+        }
+        // `owner` is the recipient here: the ImageOffers it holds are named after their owners.
+        let recipient = owner;
+        for u in &o.offers {
+            let s = &u.status;
+            let what = format!("ImageOffer {recipient}/{}", u.name);
+            if s.images.is_empty() || s.more_images != 0 {
+                return Err(format!(
+                    "{what} lists {} images, {} more",
+                    s.images.len(),
+                    s.more_images
+                ));
+            }
+            let count = |state| s.images.iter().filter(|i| i.state == state).count() as i32;
+            let counts = [
+                ShareState::Pending,
+                ShareState::Accepted,
+                ShareState::Rejected,
+                ShareState::Removed,
+            ]
+            .map(count);
+            if [s.pending, s.accepted, s.rejected, s.removed] != counts {
+                return Err(format!("{what}: counts {s:?}"));
+            }
+            let mut list = Vec::new();
+            for i in &s.images {
+                let source = i.source.as_ref().map(|src| src.namespace.as_str());
+                let expected = (i.state == ShareState::Accepted).then_some(u.name.as_str());
+                if source != expected {
+                    return Err(format!("{what}: {} {:?} with source {:?}", i.name, i.state, i.source));
+                }
+                list.push((
+                    i.name.clone(),
+                    i.state,
+                    i.decided_by.clone(),
+                    i.expires_at.as_ref().map(|t| t.0),
+                ));
+            }
+            if view.offers.insert((recipient.clone(), u.name.clone()), list).is_some() {
+                return Err(format!("{what} twice"));
+            }
+        }
+        for w in &o.withdrawn_offers {
+            if !c.offers.contains_key(&(recipient.clone(), w.clone())) {
+                return Err(format!("ImageOffer {recipient}/{w} withdrawn but not held"));
+            }
+            view.withdrawn.insert((recipient.clone(), w.clone()));
         }
     }
     Ok(view)
@@ -472,6 +580,31 @@ struct OwnerDecision {
     shared: BTreeSet<String>,
     /// Offered pairs and their state.
     offered: BTreeMap<(String, String), ShareState>,
+    /// Offered pairs: how their state was decided.
+    decided: BTreeMap<(String, String), Decided>,
+}
+
+/// How the state of an offered pair was decided.
+#[derive(Clone, Debug, Default)]
+struct Decided {
+    /// The winning ShareAcceptance: (name, names the image, decision).
+    winner: Option<(String, bool, Decision)>,
+    /// The winner accepts, but the recipient holds a ShareAcceptance the operator can not read
+    /// (which might refuse): the pair keeps the state the owner's statuses record.
+    withheld: bool,
+}
+
+/// Remove > Reject > Accept.
+fn strength(d: Decision) -> u8 {
+    match d {
+        Decision::Accept => 0,
+        Decision::Reject => 1,
+        Decision::Remove => 2,
+    }
+}
+
+fn covers(a: &ShareAcceptance, image: &str) -> bool {
+    a.spec.images.is_empty() || a.spec.images.iter().any(|i| i == image)
 }
 
 impl Model<'_> {
@@ -741,31 +874,37 @@ impl Model<'_> {
             }
         }
 
-        // States: the winning ShareAcceptance of the recipient, if any covers the pair.
+        // States: the winning ShareAcceptance of the recipient, if any covers the pair: one that
+        // names the image beats one that covers all; between equals the strongest decision,
+        // then the oldest.
         for ((i, r), state) in d.offered.iter_mut() {
-            let rank = |d: Decision| match d {
-                Decision::Accept => 0,
-                Decision::Reject => 1,
-                Decision::Remove => 2,
-            };
             let best = self
                 .c
                 .acceptances
                 .iter()
-                .map(|o| &o.object)
-                .filter(|a| ns_of(*a) == *r && a.spec.owner == owner)
-                .filter(|a| a.spec.images.is_empty() || a.spec.images.contains(i))
-                .map(|a| (a.spec.images.contains(i), rank(a.spec.decision), a.spec.decision))
-                .max();
-            *state = match best {
-                None => ShareState::Pending,
-                Some((_, _, Decision::Accept)) => ShareState::Accepted,
-                Some((_, _, Decision::Reject)) => ShareState::Rejected,
-                Some((_, _, Decision::Remove)) => ShareState::Removed,
-            };
+                .filter(|o| ns_of(&o.object) == *r && o.object.spec.owner == owner && covers(&o.object, i))
+                .max_by_key(|o| {
+                    let spec = &o.object.spec;
+                    (
+                        spec.images.contains(i),
+                        strength(spec.decision),
+                        std::cmp::Reverse(age(o)),
+                    )
+                });
+            let winner = best.map(|o| {
+                (
+                    name_of(&o.object),
+                    o.object.spec.images.contains(i),
+                    o.object.spec.decision,
+                )
+            });
+            *state = winner
+                .as_ref()
+                .map_or(ShareState::Pending, |(_, _, decision)| decision.state());
             // A never-decoded ShareAcceptance of the recipient may be a refusal: no pair becomes
             // Accepted; it keeps the state the owner's ImageShare statuses record.
             let blind = self.c.unreadable_acceptances.iter().any(|(ns, _)| ns == r);
+            let mut withheld = false;
             if blind && *state == ShareState::Accepted {
                 let recorded_state = shares
                     .iter()
@@ -774,10 +913,32 @@ impl Model<'_> {
                     .flat_map(|img| img.lists())
                     .find(|(_, list)| list.contains(r))
                     .map(|(state, _)| state);
+                withheld = recorded_state != Some(ShareState::Accepted);
                 *state = recorded_state.unwrap_or(ShareState::Pending);
             }
+            d.decided.insert((i.clone(), r.clone()), Decided { winner, withheld });
         }
         d
+    }
+
+    /// When the offer of `image` to `recipient` ends: the latest expiresAt of the owner's
+    /// ImageShares that offer it (listing the pair, not expired); none when one never ends.
+    fn offer_ends(&self, owner: &str, image: &str, recipient: &str) -> Option<Timestamp> {
+        let mut latest = None;
+        for s in self.shares_of(owner) {
+            let s = &s.object;
+            if self.expired(s)
+                || !s.spec.images.iter().any(|i| i == image)
+                || !s.spec.recipients.iter().any(|r| r == recipient)
+            {
+                continue;
+            }
+            let ends = s.spec.expires_at.as_ref()?.0;
+            if latest.is_none_or(|l| l < ends) {
+                latest = Some(ends);
+            }
+        }
+        latest
     }
 
     fn view(&self) -> View {
@@ -823,17 +984,58 @@ impl Model<'_> {
                 }
             }
         }
-        // Every acceptance lists every image its owner offers to its namespace.
+        // The inbox: one ImageOffer per owner that offers the recipient something, listing
+        // every offered image with its state and the acceptance whose decision is in effect.
+        for (owner, d) in &decisions {
+            for ((i, r), state) in &d.offered {
+                let decided = &d.decided[&(i.clone(), r.clone())];
+                let decided_by = match &decided.winner {
+                    Some((name, _, _)) if !decided.withheld => Some(name.clone()),
+                    _ => None,
+                };
+                let entry = (i.clone(), *state, decided_by, self.offer_ends(owner, i, r));
+                view.offers.entry((r.clone(), owner.clone())).or_default().push(entry);
+            }
+        }
+        // The ImageOffers held for owners that offer nothing any more go.
+        for key in self.c.offers.keys() {
+            if !view.offers.contains_key(key) {
+                view.withdrawn.insert(key.clone());
+            }
+        }
+        // Every acceptance lists the offered images it covers, with whose decision is in effect.
         for o in &self.c.acceptances {
             let a = &o.object;
             let ns = ns_of(a);
-            let list = decisions[&a.spec.owner]
-                .offered
-                .iter()
-                .filter(|((_, r), _)| *r == ns)
-                .map(|((i, _), state)| (i.clone(), *state))
-                .collect();
-            view.received.insert((ns, name_of(a)), list);
+            let name = name_of(a);
+            let named = |i: &str| a.spec.images.iter().any(|x| x == i);
+            let d = &decisions[&a.spec.owner];
+            let mut list = Vec::new();
+            for ((i, r), state) in &d.offered {
+                if *r != ns || !covers(a, i) {
+                    continue;
+                }
+                let decided = &d.decided[&(i.clone(), r.clone())];
+                let (winner, winner_named, decision) = decided.winner.clone().expect("a covered pair has a winner");
+                let (reason, by) = if decided.withheld {
+                    (DecisionReason::UnreadableAcceptance, None)
+                } else if winner != name && winner_named && !named(i) {
+                    (DecisionReason::NamedAcceptance, Some(winner))
+                } else if winner != name && strength(decision) > strength(a.spec.decision) {
+                    (DecisionReason::Conflict, Some(winner))
+                } else {
+                    (DecisionReason::ThisAcceptance, None)
+                };
+                list.push((i.clone(), *state, reason, by));
+            }
+            let ready = if list.iter().any(|(_, _, reason, _)| *reason == DecisionReason::Conflict) {
+                "Conflict"
+            } else if list.is_empty() {
+                "NothingOffered"
+            } else {
+                "Applied"
+            };
+            view.received.insert((ns, name), (ready.to_string(), list));
         }
         view
     }
@@ -1022,7 +1224,7 @@ fn edit_strategy() -> impl Strategy<Value = GenEdit> {
         prop::collection::vec((0u8..5, created()), 0..=2),
         prop::option::weighted(0.15, (0u8..5, 0u8..5, any::<bool>())),
         prop::option::weighted(0.15, (0u8..5, 0u8..3, prop::bool::weighted(0.8))),
-        prop::option::weighted(0.1, 0u8..5),
+        prop::option::weighted(0.3, 0u8..5),
     )
         .prop_map(
             |(
@@ -1584,5 +1786,49 @@ fn an_unreadable_share_holds_only_the_pairs_its_status_records() {
         refused("SharedImageLimitExceeded"),
         "2 shared images under a limit of 1:\n{}",
         diff(&documented, &engine)
+    );
+}
+
+/// docs/security.md, "Unreadable objects fail closed", and the README's ImageOffer: `decidedBy`
+/// names the acceptance whose decision is in effect, absent while none is. b's acceptance
+/// rejected web, then is edited to Accept while b also holds one the operator can not read:
+/// the pair keeps its recorded state (Rejected), so the Accept is not in effect. The engine
+/// used to name the Accept as deciding the Rejected image (fixed in core/status.rs).
+#[test]
+fn an_image_withheld_by_an_unreadable_acceptance_is_decided_by_nobody() {
+    let mut c = Cluster::default();
+    c.ns("a", &[]).ns("b", &[]);
+    c.with_image(image("a", "web", 0))
+        .with_share(share("a", "s", &["web"], &["b"], 1));
+    let seq = c.next_seq();
+    c.acceptances.push(Obj {
+        seq,
+        object: acceptance("b", "acc", "a", &[], Decision::Reject, 2),
+    });
+    let (engine, documented, _) = c.settle(DOCUMENTED);
+    assert_eq!(diff(&documented, &engine), "");
+    let inbox = |v: &View| v.offers[&("b".to_string(), "a".to_string())].clone();
+    assert_eq!(
+        inbox(&engine),
+        vec![("web".to_string(), ShareState::Rejected, Some("acc".to_string()), None)]
+    );
+
+    c.acceptances[0].object.spec.decision = Decision::Accept;
+    c.unreadable_acceptances.insert(("b".into(), "broken".into()));
+    let (engine, documented, _) = c.settle(DOCUMENTED);
+    assert_eq!(diff(&documented, &engine), "");
+    assert_eq!(
+        inbox(&engine),
+        vec![("web".to_string(), ShareState::Rejected, None, None)]
+    );
+    let received = &engine.received[&("b".to_string(), "acc".to_string())];
+    assert_eq!(
+        received.1,
+        vec![(
+            "web".to_string(),
+            ShareState::Rejected,
+            DecisionReason::UnreadableAcceptance,
+            None
+        )]
     );
 }

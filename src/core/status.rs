@@ -445,7 +445,11 @@ pub fn offer_status(
         status.images.push(OfferedImage {
             name: image.to_string(),
             state: pair.state,
-            decided_by: pair.winner.as_ref().map(|w| w.acceptance.to_string()),
+            decided_by: pair
+                .winner
+                .as_ref()
+                .filter(|_| !pair.withheld)
+                .map(|w| w.acceptance.to_string()),
             display_name: spec.display_name.clone(),
             image_type: spec.image_type,
             os_type: spec.os_type,
