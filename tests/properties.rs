@@ -1210,14 +1210,11 @@ proptest! {
     }
 }
 
-/// Known engine bug (hence ignored): without creationTimestamps objects are ordered by input
-/// order, but `Snapshot::upsert_*` gives an object a new input order on every update, so
-/// writing an unstamped object's status makes it the youngest. Here acc1 was put in first (the
-/// older) and decides (two equally specific Removes: the oldest wins); once the statuses are
-/// written back (acc0, then acc1) acc0 is the older, and the ImageOffer's decidedBy flips to it
-/// with nothing changed: the statuses written back are not a fixed point.
+/// Without creationTimestamps objects are ordered by input order, and an update keeps the
+/// order an object was first given: here acc1 was put in first (the older) and decides (two
+/// equally specific Removes: the oldest wins); once the statuses are written back (acc0, then
+/// acc1) acc1 is still the older, so the statuses written back are a fixed point.
 #[test]
-#[ignore = "engine bug: an update of an unstamped object changes its age"]
 fn an_update_keeps_the_age_of_an_object_without_creation_timestamp() {
     let unstamped = |mut acc: ShareAcceptance| {
         acc.metadata.creation_timestamp = None;

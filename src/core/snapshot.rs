@@ -301,7 +301,16 @@ impl Snapshot {
         self.epoch += 1;
     }
 
-    fn age_of(&mut self, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> AgeKey {
+    /// The age of an object; an update of an object without `creationTimestamp` keeps the
+    /// input order it was first given (`known`), so writing its status does not make it younger.
+    fn age_of(
+        &mut self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        known: Option<AgeKey>,
+    ) -> AgeKey {
+        if let Some(age) = known.filter(|_| meta.creation_timestamp.is_none()) {
+            return age;
+        }
         let order = self.next_input_order;
         self.next_input_order += 1;
         AgeKey::new(
@@ -332,10 +341,11 @@ impl Snapshot {
     }
 
     pub fn upsert_image(&mut self, image: Arc<PrivateImage>) {
-        let age = self.age_of(&image.metadata);
         let ns = image.namespace().unwrap_or_default();
         self.touch_owner(&ns);
         let name: Arc<str> = image.name_any().into();
+        let known = self.images.get(&ns).and_then(|m| m.get(&name)).map(|e| e.age.clone());
+        let age = self.age_of(&image.metadata, known);
         self.images.entry(ns).or_default().insert(
             name.clone(),
             Entry {
@@ -354,8 +364,9 @@ impl Snapshot {
     pub fn upsert_share(&mut self, share: Arc<ImageShare>) {
         let ns = share.namespace().unwrap_or_default();
         let name: Arc<str> = share.name_any().into();
+        let known = self.shares.get(&ns).and_then(|m| m.get(&name)).map(|e| e.age.clone());
         self.remove_share(&ns, &name);
-        let age = self.age_of(&share.metadata);
+        let age = self.age_of(&share.metadata, known);
         for recipient in &share.spec.recipients {
             *self
                 .listed_by
@@ -400,8 +411,9 @@ impl Snapshot {
     pub fn upsert_acceptance(&mut self, acceptance: Arc<ShareAcceptance>) {
         let ns = acceptance.namespace().unwrap_or_default();
         let name: Arc<str> = acceptance.name_any().into();
+        let known = self.acceptances.get(&ns).and_then(|m| m.get(&name)).map(|e| e.age.clone());
         self.remove_acceptance(&ns, &name);
-        let age = self.age_of(&acceptance.metadata);
+        let age = self.age_of(&acceptance.metadata, known);
         self.touch_owner(&acceptance.spec.owner);
         self.acceptances_by_owner
             .entry(ns.clone())
