@@ -13,8 +13,8 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, ImageOffer, ImageQuota, ImageShare, ImageShareSpec, ImageSource, PrivateImage,
-        PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
+        Decision, FileFormat, FileSource, ImageOffer, ImageQuota, ImageShare, ImageShareSpec, ImageSource,
+        PrivateImage, PrivateImageSpec, ShareAcceptance, ShareAcceptanceSpec,
     },
     config::Config,
     core::{self, Evaluator, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},

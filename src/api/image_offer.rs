@@ -97,4 +97,3 @@ pub struct OfferedImage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<AcceptedSource>,
 }
-

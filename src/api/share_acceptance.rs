@@ -120,9 +120,7 @@ pub struct ReceivedImage {
 }
 
 /// How the state of an image a ShareAcceptance covers was decided.
-#[derive(
-    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DecisionReason {
     /// This acceptance decides it.
     ThisAcceptance,

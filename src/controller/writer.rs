@@ -194,7 +194,12 @@ impl Writer<'_> {
 
     /// Writes the ImageOffer of `owner` whole, in one server-side apply (the kind has no status
     /// subresource: only the operator writes it).
-    async fn apply_offer(&self, owner: &str, status: &ImageOfferStatus, report: &mut WriteReport) -> Result<(), Fenced> {
+    async fn apply_offer(
+        &self,
+        owner: &str,
+        status: &ImageOfferStatus,
+        report: &mut WriteReport,
+    ) -> Result<(), Fenced> {
         let api: Api<ImageOffer> = Api::namespaced(self.client.clone(), self.ns);
         let mut offer = ImageOffer::of(self.ns, owner, status.clone());
         offer
@@ -204,7 +209,11 @@ impl Writer<'_> {
             .insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
         offer.metadata.namespace = None;
         let params = PatchParams::apply(OFFER_MANAGER).force();
-        match self.fence.guard(api.patch(owner, &params, &Patch::Apply(&offer))).await? {
+        match self
+            .fence
+            .guard(api.patch(owner, &params, &Patch::Apply(&offer)))
+            .await?
+        {
             Ok(written) => {
                 self.metrics.status_patched();
                 report.stats.status_patches += 1;

@@ -204,7 +204,13 @@ pub fn share_events(
         ));
     }
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    events.extend(ready_event(regarding, old_conditions, &new.conditions, reason, Action::Share));
+    events.extend(ready_event(
+        regarding,
+        old_conditions,
+        &new.conditions,
+        reason,
+        Action::Share,
+    ));
     events
 }
 
@@ -218,10 +224,9 @@ pub fn acceptance_events(
     reason: &'static str,
 ) -> Vec<EventSpec> {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut events: Vec<EventSpec> =
-        ready_event(regarding, old_conditions, &new.conditions, reason, Action::Decide)
-            .into_iter()
-            .collect();
+    let mut events: Vec<EventSpec> = ready_event(regarding, old_conditions, &new.conditions, reason, Action::Decide)
+        .into_iter()
+        .collect();
     for e in &mut events {
         if e.reason != "Conflict" {
             e.type_ = EventType::Normal;

@@ -16,10 +16,10 @@ pub mod tenant;
 pub mod vocabulary;
 pub mod withdrawal;
 
+pub use evaluator::Evaluator;
 pub use events::{EventSpec, EventType, Regarding};
 pub use grants::Grant;
 pub use quota::QuotaUpdate;
-pub use evaluator::Evaluator;
 pub use snapshot::{GrantFault, MachineInfo, MachineState, NamespaceInfo, Snapshot, VolumeState, World};
 pub use status::StatusUpdate;
 pub use tenant::TenantOutcome;

@@ -411,7 +411,11 @@ impl Snapshot {
     pub fn upsert_acceptance(&mut self, acceptance: Arc<ShareAcceptance>) {
         let ns = acceptance.namespace().unwrap_or_default();
         let name: Arc<str> = acceptance.name_any().into();
-        let known = self.acceptances.get(&ns).and_then(|m| m.get(&name)).map(|e| e.age.clone());
+        let known = self
+            .acceptances
+            .get(&ns)
+            .and_then(|m| m.get(&name))
+            .map(|e| e.age.clone());
         self.remove_acceptance(&ns, &name);
         let age = self.age_of(&acceptance.metadata, known);
         self.touch_owner(&acceptance.spec.owner);

@@ -146,38 +146,30 @@ impl Evaluator {
             let owner = self.owner(snap, owner_name);
             let current = snap.offer(namespace, owner_name);
             let key: Arc<str> = owner_name.into();
-            let (update, events) = memoized(
-                &mut old.offers,
-                &mut memo.offers,
-                &key,
-                &owner,
-                current,
-                now,
-                || {
-                    let update = offer_status(snap, &owner, namespace, current.map(|o| &**o));
-                    let old_status = current.and_then(|o| o.status.as_ref());
-                    let new_status = update.as_ref().map(|u| &u.status);
-                    let mut events = Vec::new();
-                    if old_status != new_status {
-                        let regarding = match current {
-                            Some(o) => Regarding::object(Kind::ImageOffer, &o.metadata),
-                            None => Regarding {
-                                kind: Kind::ImageOffer,
-                                namespace: Some(namespace.into()),
-                                name: owner_name.into(),
-                                uid: None,
-                            },
-                        };
-                        let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
-                        let deciding = |acceptance: &str| {
-                            snap.acceptance(namespace, acceptance)
-                                .map(|e| Regarding::object(Kind::ShareAcceptance, &e.object.metadata))
-                        };
-                        events = offer_events(&regarding, owner_name, old_status, new_status, &why, &deciding);
-                    }
-                    (update, events)
-                },
-            );
+            let (update, events) = memoized(&mut old.offers, &mut memo.offers, &key, &owner, current, now, || {
+                let update = offer_status(snap, &owner, namespace, current.map(|o| &**o));
+                let old_status = current.and_then(|o| o.status.as_ref());
+                let new_status = update.as_ref().map(|u| &u.status);
+                let mut events = Vec::new();
+                if old_status != new_status {
+                    let regarding = match current {
+                        Some(o) => Regarding::object(Kind::ImageOffer, &o.metadata),
+                        None => Regarding {
+                            kind: Kind::ImageOffer,
+                            namespace: Some(namespace.into()),
+                            name: owner_name.into(),
+                            uid: None,
+                        },
+                    };
+                    let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
+                    let deciding = |acceptance: &str| {
+                        snap.acceptance(namespace, acceptance)
+                            .map(|e| Regarding::object(Kind::ShareAcceptance, &e.object.metadata))
+                    };
+                    events = offer_events(&regarding, owner_name, old_status, new_status, &why, &deciding);
+                }
+                (update, events)
+            });
             out.events.extend(events.iter().cloned());
             match update {
                 Some(update) => out.offers.push(update),

@@ -201,14 +201,11 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
     for o in outcomes {
         for u in &o.offers {
             for img in &u.status.images {
-                let os = [
-                    img.os_type.map(|t| format!("{t:?}")),
-                    img.os_version.clone(),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
+                let os = [img.os_type.map(|t| format!("{t:?}")), img.os_version.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 rows.push(vec![
                     o.namespace.clone(),
                     u.name.clone(),
