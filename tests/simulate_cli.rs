@@ -188,15 +188,27 @@ fn yaml_output_carries_every_input_object_with_its_status() {
         .map(Result::unwrap)
         .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    // The input objects in input order, then the ImageQuota the operator would keep.
-    assert_eq!(kinds, ["PrivateImage", "ImageShare", "ShareAcceptance", "ImageQuota"]);
+    // The input objects in input order, then the ImageOffer and the ImageQuota the operator
+    // would keep.
+    assert_eq!(
+        kinds,
+        [
+            "PrivateImage",
+            "ImageShare",
+            "ShareAcceptance",
+            "ImageOffer",
+            "ImageQuota"
+        ]
+    );
     assert!(
         docs[..3]
             .iter()
             .all(|d| d["status"]["conditions"][0]["type"] == "Ready")
     );
-    assert_eq!(docs[3]["metadata"]["namespace"], "tenant-a");
-    assert_eq!(docs[3]["status"]["summary"]["privateImages"], "1/10");
+    assert_eq!(docs[3]["metadata"]["namespace"], "tenant-b");
+    assert_eq!(docs[3]["metadata"]["name"], "tenant-a");
+    assert_eq!(docs[4]["metadata"]["namespace"], "tenant-a");
+    assert_eq!(docs[4]["status"]["summary"]["privateImages"], "1/10");
 }
 
 #[test]
