@@ -340,51 +340,6 @@ fn evaluate_with(ev: &mut Evaluator, snap: &Snapshot) -> Vec<TenantOutcome> {
     snap.tenants().iter().map(|ns| ev.tenant(snap, ns)).collect()
 }
 
-/// Writes back what the controller would write: changed statuses and ImageOffers only (an
-/// unchanged object is not written, so its version in the snapshot stays the same), the
-/// quotas, and deletes withdrawn ImageOffers.
-fn feed_back_changed(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
-    for o in outcomes {
-        let ns = o.namespace.as_str();
-        for u in o.images.iter().filter(|u| u.changed) {
-            let mut obj = (*snap.image(ns, &u.name).expect("evaluated image exists").object).clone();
-            obj.status = Some(u.status.clone());
-            snap.upsert_image(Arc::new(obj));
-        }
-        for u in o.shares.iter().filter(|u| u.changed) {
-            let entry = snap
-                .shares_in(ns)
-                .find(|e| e.object.metadata.name.as_deref() == Some(u.name.as_str()));
-            let mut obj = (*entry.expect("evaluated share exists").object).clone();
-            obj.status = Some(u.status.clone());
-            snap.upsert_share(Arc::new(obj));
-        }
-        for u in o.acceptances.iter().filter(|u| u.changed) {
-            let mut obj = (*snap
-                .acceptance(ns, &u.name)
-                .expect("evaluated acceptance exists")
-                .object)
-                .clone();
-            obj.status = Some(u.status.clone());
-            snap.upsert_acceptance(Arc::new(obj));
-        }
-        for u in o.offers.iter().filter(|u| u.changed) {
-            let offer = ImageOffer::of(ns, &u.name, u.status.clone());
-            snap.set_offer(ns, &u.name, Some(Arc::new(offer)));
-        }
-        for owner in &o.withdrawn_offers {
-            snap.set_offer(ns, owner, None);
-        }
-        match &o.quota {
-            QuotaUpdate::Unchanged => {}
-            QuotaUpdate::Apply { status, .. } => {
-                snap.set_quota(ns, Some(Arc::new(ImageQuota::of(ns, status.clone()))));
-            }
-            QuotaUpdate::Delete => snap.set_quota(ns, None),
-        }
-    }
-}
-
 /// The operator's own objects, written back from outcomes: ImageOffers by (recipient, owner)
 /// and ImageQuotas by namespace.
 #[derive(Default)]

@@ -253,14 +253,27 @@ impl Scenario {
 
 /// Sets `status` of every evaluated object to its desired status.
 pub fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
+    write_back(snap, outcomes, true);
+}
+
+/// Writes back what the controller would write: changed statuses and ImageOffers only (an
+/// unchanged object is not written, so its version in the snapshot stays the same), the
+/// quotas, and deletes withdrawn ImageOffers.
+pub fn feed_back_changed(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
+    write_back(snap, outcomes, false);
+}
+
+/// Writes the outcomes' statuses and ImageOffers into the snapshot: every one (`all`), or only
+/// those that changed.
+fn write_back(snap: &mut Snapshot, outcomes: &[TenantOutcome], all: bool) {
     for o in outcomes {
         let ns = o.namespace.as_str();
-        for u in &o.images {
+        for u in o.images.iter().filter(|u| all || u.changed) {
             let mut obj = (*snap.image(ns, &u.name).expect("evaluated image exists").object).clone();
             obj.status = Some(u.status.clone());
             snap.upsert_image(Arc::new(obj));
         }
-        for u in &o.shares {
+        for u in o.shares.iter().filter(|u| all || u.changed) {
             let entry = snap
                 .shares_in(ns)
                 .find(|e| e.object.metadata.name.as_deref() == Some(u.name.as_str()));
@@ -268,20 +281,15 @@ pub fn feed_back(snap: &mut Snapshot, outcomes: &[TenantOutcome]) {
             obj.status = Some(u.status.clone());
             snap.upsert_share(Arc::new(obj));
         }
-        for u in &o.acceptances {
-            let entry = snap
-                .acceptances_in(ns)
-                .find(|e| e.object.metadata.name.as_deref() == Some(u.name.as_str()));
-            let mut obj = (*entry.expect("evaluated acceptance exists").object).clone();
+        for u in o.acceptances.iter().filter(|u| all || u.changed) {
+            let entry = snap.acceptance(ns, &u.name).expect("evaluated acceptance exists");
+            let mut obj = (*entry.object).clone();
             obj.status = Some(u.status.clone());
             snap.upsert_acceptance(Arc::new(obj));
         }
-        for u in &o.offers {
-            snap.set_offer(
-                ns,
-                &u.name,
-                Some(Arc::new(ImageOffer::of(ns, &u.name, u.status.clone()))),
-            );
+        for u in o.offers.iter().filter(|u| all || u.changed) {
+            let offer = ImageOffer::of(ns, &u.name, u.status.clone());
+            snap.set_offer(ns, &u.name, Some(Arc::new(offer)));
         }
         for owner in &o.withdrawn_offers {
             snap.set_offer(ns, owner, None);
