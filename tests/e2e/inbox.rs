@@ -4,7 +4,7 @@
 //! the images it covers; the ImageOffer goes when the owner offers nothing. Tenants read it,
 //! nobody but the operator writes it.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::time::Instant;
 
 use ims_operator::{
     api::{
@@ -17,7 +17,7 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     support::{Env, TIMEOUT, acceptance, api, env, forbidden_message, image, operator_user, share},
@@ -43,39 +43,6 @@ where
 /// The state of one image in an ImageOffer's status.
 fn offered_state(s: &ImageOfferStatus, image: &str) -> Option<ShareState> {
     s.images.iter().find(|i| i.name == image).map(|i| i.state)
-}
-
-/// `kubectl get imageoffers -n NS`: the server's Table of the namespace's ImageOffers, one map
-/// of column name to cell per row.
-async fn offer_table(env: &Env, ns: &str) -> Vec<BTreeMap<String, Value>> {
-    let request = http::Request::get(format!("/apis/ims.imageshare.io/v1alpha1/namespaces/{ns}/imageoffers"))
-        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-        .body(Vec::new())
-        .unwrap();
-    let text = env
-        .client
-        .request_text(request)
-        .await
-        .expect("the Table of ImageOffers");
-    let table: Value = serde_json::from_str(&text).expect("a Table");
-    let columns: Vec<String> = table["columnDefinitions"]
-        .as_array()
-        .expect("columns")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap().to_string())
-        .collect();
-    table["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| {
-            columns
-                .iter()
-                .cloned()
-                .zip(row["cells"].as_array().expect("cells").iter().cloned())
-                .collect()
-        })
-        .collect()
 }
 
 /// Waits until the recipient holds no ImageOffer of `owner`; returns how long that took.
@@ -129,7 +96,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
         .collect();
     assert_eq!(managers, [OFFER_MANAGER], "only the operator wrote it");
 
-    let rows = offer_table(&env, &b).await;
+    let rows = env.table("imageoffers", &b).await;
     eprintln!("e2e: kubectl get imageoffers -n {b}: {rows:?}");
     assert_eq!(rows.len(), 1, "one ImageOffer per owner: {rows:?}");
     assert_eq!(rows[0]["Name"], json!(a));
@@ -169,7 +136,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
     );
     let db = status.images.iter().find(|i| i.name == "db").unwrap();
     assert_eq!((db.decided_by.as_deref(), db.source.as_ref()), (None, None), "{db:?}");
-    let rows = offer_table(&env, &b).await;
+    let rows = env.table("imageoffers", &b).await;
     assert_eq!(
         (&rows[0]["Pending"], &rows[0]["Accepted"]),
         (&json!(1), &json!(1)),

@@ -3,7 +3,7 @@
 //! and their usage; tenants read it, nobody but the operator writes it; and a namespace that
 //! holds one (and a published PrivateImage) still finishes deleting.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::time::Instant;
 
 use ims_operator::{
     api::{IMAGE_QUOTA_NAME, ImageQuota, ImageQuotaStatus, ImageShare, PrivateImage, QuotaHard, QuotaUsed},
@@ -14,7 +14,7 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     support::{Env, TIMEOUT, api, env, forbidden_message, image, is_not_found, operator_user, sample, scrape, share},
@@ -63,39 +63,6 @@ async fn wait_no_quota(env: &Env, ns: &str, what: &str) -> std::time::Duration {
     started.elapsed()
 }
 
-/// `kubectl get imagequotas -n NS`: the server's Table of the namespace's ImageQuotas, one
-/// map of column name to cell per row.
-async fn quota_table(env: &Env, ns: &str) -> Vec<BTreeMap<String, Value>> {
-    let request = http::Request::get(format!("/apis/ims.imageshare.io/v1alpha1/namespaces/{ns}/imagequotas"))
-        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-        .body(Vec::new())
-        .unwrap();
-    let text = env
-        .client
-        .request_text(request)
-        .await
-        .expect("the Table of ImageQuotas");
-    let table: Value = serde_json::from_str(&text).expect("a Table");
-    let columns: Vec<String> = table["columnDefinitions"]
-        .as_array()
-        .expect("columns")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap().to_string())
-        .collect();
-    table["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| {
-            columns
-                .iter()
-                .cloned()
-                .zip(row["cells"].as_array().expect("cells").iter().cloned())
-                .collect()
-        })
-        .collect()
-}
-
 async fn annotate(env: &Env, ns: &str, key: &str, value: Option<&str>) {
     Api::<Namespace>::all(env.client.clone())
         .patch(
@@ -141,7 +108,7 @@ async fn a_every_tenant_has_an_image_quota_of_its_limits_and_usage() {
             format!("1/{}", hard.shared_images).as_str()
         )
     );
-    let rows = quota_table(&env, &a).await;
+    let rows = env.table("imagequotas", &a).await;
     eprintln!("e2e: kubectl get imagequotas -n {a}: {rows:?}");
     assert_eq!(rows.len(), 1, "one ImageQuota per namespace: {rows:?}");
     assert_eq!(rows[0]["Name"], json!(IMAGE_QUOTA_NAME));

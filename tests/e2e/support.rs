@@ -515,6 +515,39 @@ impl Env {
     }
 
     /// The events.k8s.io Events of a namespace.
+    /// `kubectl get PLURAL -n NS` for a kind of ims.imageshare.io: the server's Table, one map of
+    /// column name to cell per row.
+    pub async fn table(&self, plural: &str, ns: &str) -> Vec<BTreeMap<String, Value>> {
+        let request = http::Request::get(format!("/apis/ims.imageshare.io/v1alpha1/namespaces/{ns}/{plural}"))
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .unwrap();
+        let text = self
+            .client
+            .request_text(request)
+            .await
+            .unwrap_or_else(|e| panic!("the Table of {plural} in {ns}: {e}"));
+        let table: Value = serde_json::from_str(&text).expect("a Table");
+        let columns: Vec<String> = table["columnDefinitions"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        table["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .cloned()
+                    .zip(row["cells"].as_array().expect("cells").iter().cloned())
+                    .collect()
+            })
+            .collect()
+    }
+
     pub async fn events(&self, ns: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), ns);
         api.list(&ListParams::default()).await.expect("list events").items
