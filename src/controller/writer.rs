@@ -143,21 +143,7 @@ impl Writer<'_> {
             self.apply_offer(&u.name, &u.status, report).await?;
         }
         for owner in &outcome.withdrawn_offers {
-            let api: Api<ImageOffer> = Api::namespaced(self.client.clone(), self.ns);
-            match self.fence.guard(api.delete(owner, &DeleteParams::background())).await? {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    let regarding = self.regarding::<ImageOffer>(owner);
-                    self.fail(
-                        report,
-                        WriteKind::Offer,
-                        regarding,
-                        format!("deleting ImageOffer {owner}"),
-                        &e,
-                    );
-                }
-            }
+            self.delete_owned::<ImageOffer>(owner, WriteKind::Offer, report).await?;
         }
         match &outcome.quota {
             QuotaUpdate::Unchanged => {}
@@ -168,25 +154,29 @@ impl Writer<'_> {
                 }
             }
             QuotaUpdate::Delete => {
-                let api: Api<ImageQuota> = Api::namespaced(self.client.clone(), self.ns);
-                match self
-                    .fence
-                    .guard(api.delete(IMAGE_QUOTA_NAME, &DeleteParams::background()))
-                    .await?
-                {
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => {
-                        let regarding = self.regarding::<ImageQuota>(IMAGE_QUOTA_NAME);
-                        self.fail(
-                            report,
-                            WriteKind::Quota,
-                            regarding,
-                            "deleting ImageQuota ims".into(),
-                            &e,
-                        );
-                    }
-                }
+                self.delete_owned::<ImageQuota>(IMAGE_QUOTA_NAME, WriteKind::Quota, report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes one of the objects the operator keeps for tenants (an ImageOffer or ImageQuota
+    /// no longer needed); one already gone needs nothing.
+    async fn delete_owned<K>(&self, name: &str, kind: WriteKind, report: &mut WriteReport) -> Result<(), Fenced>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        match self.fence.guard(api.delete(name, &DeleteParams::background())).await? {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                let regarding = self.regarding::<K>(name);
+                self.fail(report, kind, regarding, format!("deleting {} {name}", K::kind(&())), &e);
             }
         }
         Ok(())
