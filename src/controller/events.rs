@@ -69,7 +69,7 @@ pub fn write_failure_event(failure: &WriteFailure) -> EventSpec {
 /// The Warning Event for an object that does not decode.
 pub fn unreadable_event(report: &UnreadableReport) -> EventSpec {
     let regarding = Regarding {
-        kind: Kind::named(report.kind).expect("only the operator's own kinds are decoded"),
+        kind: report.kind,
         namespace: report.metadata.namespace.clone(),
         name: report.metadata.name.clone().unwrap_or_default(),
         uid: report.metadata.uid.clone(),
@@ -99,7 +99,7 @@ impl UnreadableReports {
     /// Whether this version of the object was not reported yet.
     pub fn first_time(&self, report: &UnreadableReport) -> bool {
         let key = (
-            report.kind,
+            report.kind.as_str(),
             report.metadata.namespace.clone().unwrap_or_default(),
             report.metadata.name.clone().unwrap_or_default(),
         );

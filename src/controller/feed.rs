@@ -22,7 +22,7 @@ use super::{
 /// An object that could not be decoded, as reported to users.
 #[derive(Clone, Debug)]
 pub struct UnreadableReport {
-    pub kind: &'static str,
+    pub kind: crate::core::Kind,
     pub metadata: ObjectMeta,
     pub error: String,
     /// Whether an earlier decoded version stays in use.
@@ -191,6 +191,7 @@ fn apply<K: Cached>(sink: &FeedSink, kind: &'static str, seen: Seen<K>) {
                 salvaged,
             } = *undecoded;
             sink.cache.observed(&ns, metadata.resource_version.as_deref());
+            let report_kind = salvaged.kind();
             let kept_last_version = K::known(&sink.cache).contains(&(ns.clone(), name.clone()));
             // A decoded version stays in use as it is; otherwise the engine learns that an
             // unreadable object exists and what it holds.
@@ -205,7 +206,7 @@ fn apply<K: Cached>(sink: &FeedSink, kind: &'static str, seen: Seen<K>) {
             touched.extend(sink.cache.touched_by_unreadable(kind, &ns));
             sink.trigger(touched);
             let _ = sink.invalid.send(UnreadableReport {
-                kind,
+                kind: report_kind,
                 metadata,
                 error,
                 kept_last_version,

@@ -33,6 +33,17 @@ pub enum Salvaged {
     Acceptance,
 }
 
+impl Salvaged {
+    /// The kind of the object it was salvaged from.
+    pub fn kind(&self) -> crate::core::Kind {
+        match self {
+            Salvaged::Image(_) => crate::core::Kind::PrivateImage,
+            Salvaged::Share(_) => crate::core::Kind::ImageShare,
+            Salvaged::Acceptance => crate::core::Kind::ShareAcceptance,
+        }
+    }
+}
+
 impl Salvage for PrivateImage {
     type Status = PrivateImageStatus;
     fn salvaged(status: Option<Self::Status>) -> Salvaged {
