@@ -22,10 +22,23 @@ use crate::api::{
 /// Evaluates tenants, remembering what it computed (see the module docs). One evaluator goes
 /// with one snapshot: everything it remembers is checked against the snapshot's revisions
 /// and objects before it is used again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Evaluator {
     owners: HashMap<String, CachedOwner>,
     pub(crate) tenants: HashMap<String, TenantMemo>,
+    /// Whether statuses are remembered for the next evaluation of their tenant; a one-shot
+    /// evaluation of every tenant has no next one.
+    pub(crate) remember_statuses: bool,
+}
+
+impl Default for Evaluator {
+    fn default() -> Self {
+        Evaluator {
+            owners: HashMap::default(),
+            tenants: HashMap::default(),
+            remember_statuses: true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -66,17 +79,23 @@ pub(crate) type Computed<S> = (Option<StatusUpdate<S>>, Vec<EventSpec>);
 /// Reuses the memoized status of `key` from `old` when the owner's evaluation and the input
 /// object are the very same values — and, when the status differs from the current one (so
 /// new transition times are stamped), the same `now` — or computes it; either way records it
-/// in `new`. Entries not carried over are thereby forgotten.
+/// in `new` (unless nothing is to be remembered). Entries not carried over are thereby
+/// forgotten.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
     old: &mut HashMap<Key, Memoized<K, S>>,
     new: &mut HashMap<Key, Memoized<K, S>>,
+    remember: bool,
     key: &Key,
     owner: &Arc<OwnerEval>,
     input: Option<&Arc<K>>,
     now: Timestamp,
     compute: impl FnOnce() -> Computed<S>,
-) -> (Option<Arc<StatusUpdate<S>>>, Arc<[EventSpec]>) {
+) -> (Option<Arc<StatusUpdate<S>>>, Vec<EventSpec>) {
+    if !remember {
+        let (update, events) = compute();
+        return (update.map(Arc::new), events);
+    }
     let reusable = old.remove(key).filter(|m| {
         Arc::ptr_eq(&m.owner, owner)
             && match (&m.input, input) {
@@ -99,7 +118,7 @@ pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
             }
         }
     };
-    let out = (memo.update.clone(), memo.events.clone());
+    let out = (memo.update.clone(), memo.events.to_vec());
     new.insert(key.clone(), memo);
     out
 }
@@ -107,6 +126,15 @@ pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
 impl Evaluator {
     pub fn new() -> Self {
         Evaluator::default()
+    }
+
+    /// An evaluator for one pass over the tenants (`simulate`, a full evaluation): owner
+    /// evaluations are shared between tenants, statuses are not kept for a next pass.
+    pub fn one_shot() -> Self {
+        Evaluator {
+            remember_statuses: false,
+            ..Evaluator::default()
+        }
     }
 
     /// The owner-side evaluation of a namespace, from memory while no change touched it.

@@ -27,6 +27,6 @@ pub use vocabulary::{AccessReason, Action, EventReason, ImageReason, Kind, Refus
 
 /// Evaluates every tenant of the snapshot, in name order, from scratch.
 pub fn evaluate_all(snap: &Snapshot) -> Vec<TenantOutcome> {
-    let mut evaluator = Evaluator::new();
+    let mut evaluator = Evaluator::one_shot();
     snap.tenants().iter().map(|ns| evaluator.tenant(snap, ns)).collect()
 }

@@ -54,6 +54,7 @@ impl Evaluator {
     pub fn tenant(&mut self, snap: &Snapshot, namespace: &str) -> TenantOutcome {
         let own = self.owner(snap, namespace);
         let now = snap.now;
+        let remember = self.remember_statuses;
         let mut old = self.tenants.remove(namespace).unwrap_or_default();
         let mut memo = TenantMemo::default();
         let mut out = TenantOutcome {
@@ -79,6 +80,7 @@ impl Evaluator {
             let (update, events) = memoized(
                 &mut old.images,
                 &mut memo.images,
+                remember,
                 &entry.name,
                 &own,
                 Some(&entry.object),
@@ -94,13 +96,14 @@ impl Evaluator {
                     (Some(update), events)
                 },
             );
-            out.events.extend(events.iter().cloned());
+            out.events.extend(events);
             out.images.extend(update);
         }
         for entry in snap.shares_in(namespace) {
             let (update, events) = memoized(
                 &mut old.shares,
                 &mut memo.shares,
+                remember,
                 &entry.name,
                 &own,
                 Some(&entry.object),
@@ -115,7 +118,7 @@ impl Evaluator {
                     (Some(update), events)
                 },
             );
-            out.events.extend(events.iter().cloned());
+            out.events.extend(events);
             out.shares.extend(update);
         }
         out.grants = self.grants(snap, namespace);
@@ -125,6 +128,7 @@ impl Evaluator {
             let (update, events) = memoized(
                 &mut old.acceptances,
                 &mut memo.acceptances,
+                remember,
                 &entry.name,
                 &owner,
                 Some(&entry.object),
@@ -139,38 +143,47 @@ impl Evaluator {
                     (Some(update), events)
                 },
             );
-            out.events.extend(events.iter().cloned());
+            out.events.extend(events);
             out.acceptances.extend(update);
         }
         for owner_name in snap.owners_offering(namespace) {
             let owner = self.owner(snap, owner_name);
             let current = snap.offer(namespace, owner_name);
             let key: Arc<str> = owner_name.into();
-            let (update, events) = memoized(&mut old.offers, &mut memo.offers, &key, &owner, current, now, || {
-                let update = offer_status(snap, &owner, namespace, current.map(|o| &**o));
-                let old_status = current.and_then(|o| o.status.as_ref());
-                let new_status = update.as_ref().map(|u| &u.status);
-                let mut events = Vec::new();
-                if old_status != new_status {
-                    let regarding = match current {
-                        Some(o) => Regarding::object(Kind::ImageOffer, &o.metadata),
-                        None => Regarding {
-                            kind: Kind::ImageOffer,
-                            namespace: Some(namespace.into()),
-                            name: owner_name.into(),
-                            uid: None,
-                        },
-                    };
-                    let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
-                    let deciding = |acceptance: &str| {
-                        snap.acceptance(namespace, acceptance)
-                            .map(|e| Regarding::object(Kind::ShareAcceptance, &e.object.metadata))
-                    };
-                    events = offer_events(&regarding, owner_name, old_status, new_status, &why, &deciding);
-                }
-                (update, events)
-            });
-            out.events.extend(events.iter().cloned());
+            let (update, events) = memoized(
+                &mut old.offers,
+                &mut memo.offers,
+                remember,
+                &key,
+                &owner,
+                current,
+                now,
+                || {
+                    let update = offer_status(snap, &owner, namespace, current.map(|o| &**o));
+                    let old_status = current.and_then(|o| o.status.as_ref());
+                    let new_status = update.as_ref().map(|u| &u.status);
+                    let mut events = Vec::new();
+                    if old_status != new_status {
+                        let regarding = match current {
+                            Some(o) => Regarding::object(Kind::ImageOffer, &o.metadata),
+                            None => Regarding {
+                                kind: Kind::ImageOffer,
+                                namespace: Some(namespace.into()),
+                                name: owner_name.into(),
+                                uid: None,
+                            },
+                        };
+                        let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
+                        let deciding = |acceptance: &str| {
+                            snap.acceptance(namespace, acceptance)
+                                .map(|e| Regarding::object(Kind::ShareAcceptance, &e.object.metadata))
+                        };
+                        events = offer_events(&regarding, owner_name, old_status, new_status, &why, &deciding);
+                    }
+                    (update, events)
+                },
+            );
+            out.events.extend(events);
             match update {
                 Some(update) => out.offers.push(update),
                 None if current.is_some() => out.withdrawn_offers.push(owner_name.to_string()),
