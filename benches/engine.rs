@@ -131,6 +131,7 @@ fn generate(tenants: usize) -> Generated {
                         .map(|i| format!("img-{i}"))
                         .collect(),
                     recipients: recipients.iter().map(|r| tenant(*r)).collect(),
+                    recipient_selector: None,
                     expires_at: None,
                 },
                 status: None,
@@ -164,6 +165,7 @@ fn generate(tenants: usize) -> Generated {
                 metadata: meta(&tenant(r), &format!("acc-{k:02}"), (r * 100 + k) as i64 + 200_000),
                 spec: ShareAcceptanceSpec {
                     owner: tenant(owner),
+                    owner_selector: None,
                     images,
                     decision,
                 },

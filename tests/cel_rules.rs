@@ -13,6 +13,7 @@ use ims_operator::api::{
     ImageSource, ImageType, OsType, PrivateImage, PrivateImageSpec, ReceivedImage, ServerSource, ShareAcceptance,
     ShareAcceptanceSpec, ShareAcceptanceStatus, ShareState, VolumeSource, validation,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResourceExt;
 use kube::core::cel::ValidationErrors;
 use serde_json::{Value, json};
@@ -29,6 +30,10 @@ const IMMUTABLE: &str = "self == oldSelf";
 const EXACTLY_ONE_SOURCE: &str =
     "(has(self.file) ? 1 : 0) + (has(self.volume) ? 1 : 0) + (has(self.server) ? 1 : 0) == 1";
 const URL_SCHEME: &str = "self.matches('^(s3://[^/ ]+/[^ ]+|https://[^/ ]+/[^ ]+)$')";
+const RECIPIENTS_OR_SELECTOR: &str =
+    "(has(self.recipients) && size(self.recipients) > 0) || has(self.recipientSelector)";
+const OWNER_XOR_SELECTOR: &str = "has(self.owner) != has(self.ownerSelector)";
+const NO_IMAGES_WITH_SELECTOR: &str = "!has(self.ownerSelector) || !has(self.images) || size(self.images) == 0";
 
 /// (kind, JSON path of the schema node inside openAPIV3Schema, rule) of every rule a test proves.
 const COVERED: &[(&str, &str, &str)] = &[
@@ -44,6 +49,12 @@ const COVERED: &[(&str, &str, &str)] = &[
     ("PrivateImage", ".spec.source", IMMUTABLE),
     // file_url_must_be_s3_or_https
     ("PrivateImage", ".spec.source.file.url", URL_SCHEME),
+    // a_share_needs_recipients_or_a_selector
+    ("ImageShare", ".spec", RECIPIENTS_OR_SELECTOR),
+    // an_acceptance_names_an_owner_or_selects_owners
+    ("ShareAcceptance", ".spec", OWNER_XOR_SELECTOR),
+    // an_acceptance_by_selector_names_no_images
+    ("ShareAcceptance", ".spec", NO_IMAGES_WITH_SELECTOR),
     // share_acceptance_owner_is_immutable
     ("ShareAcceptance", ".spec.owner", IMMUTABLE),
     // accepted_source_url_in_status_must_be_s3_or_https (FileSource reused in the status)
@@ -201,6 +212,7 @@ fn acceptance(owner: &str, decision: Decision) -> ShareAcceptance {
         "from-tenant-a",
         ShareAcceptanceSpec {
             owner: owner.into(),
+            owner_selector: None,
             images: vec!["centos-web".into()],
             decision,
         },
@@ -424,6 +436,77 @@ fn share_acceptance_owner_is_immutable() {
     assert_accepted(moved.validate_cel());
 }
 
+fn team_selector() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some([("team".to_string(), "a".to_string())].into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_share_needs_recipients_or_a_selector() {
+    let share = |recipients: Vec<String>, selector: Option<LabelSelector>| {
+        ImageShare::new(
+            "share",
+            ImageShareSpec {
+                images: vec!["centos-web".into()],
+                recipients,
+                recipient_selector: selector,
+                expires_at: None,
+            },
+        )
+    };
+    assert_accepted(share(vec!["tenant-b".into()], None).validate_cel());
+    assert_accepted(share(vec![], Some(team_selector())).validate_cel());
+    assert_accepted(share(vec!["tenant-b".into()], Some(team_selector())).validate_cel());
+    assert_rejected_by(
+        share(vec![], None).validate_cel(),
+        RECIPIENTS_OR_SELECTOR,
+        "spec",
+        "set spec.recipients, spec.recipientSelector or both",
+    );
+}
+
+#[test]
+fn an_acceptance_names_an_owner_or_selects_owners() {
+    let mut by_selector = acceptance("", Decision::Accept);
+    by_selector.spec.images = vec![];
+    by_selector.spec.owner_selector = Some(team_selector());
+    assert_accepted(by_selector.validate_cel());
+    let mut both = by_selector.clone();
+    both.spec.owner = "tenant-a".into();
+    assert_rejected_by(
+        both.validate_cel(),
+        OWNER_XOR_SELECTOR,
+        "spec",
+        "set exactly one of spec.owner and spec.ownerSelector",
+    );
+    let mut neither = acceptance("", Decision::Accept);
+    neither.spec.images = vec![];
+    assert_rejected_by(
+        neither.validate_cel(),
+        OWNER_XOR_SELECTOR,
+        "spec",
+        "set exactly one of spec.owner and spec.ownerSelector",
+    );
+}
+
+#[test]
+fn an_acceptance_by_selector_names_no_images() {
+    let mut by_selector = acceptance("", Decision::Reject);
+    by_selector.spec.owner_selector = Some(team_selector());
+    assert_rejected_by(
+        by_selector.validate_cel(),
+        NO_IMAGES_WITH_SELECTOR,
+        "spec",
+        "spec.images must be empty with spec.ownerSelector",
+    );
+    by_selector.spec.images.clear();
+    assert_accepted(by_selector.validate_cel());
+    // With an owner, images may be named.
+    assert_accepted(acceptance("tenant-a", Decision::Reject).validate_cel());
+}
+
 #[test]
 fn status_lists_carry_no_rule() {
     // The operator copies what an inbox lists from validated specs; a rule there would be
@@ -433,6 +516,7 @@ fn status_lists_carry_no_rule() {
     sacc.status = Some(ShareAcceptanceStatus {
         images: vec![ReceivedImage {
             name: "centos-web".into(),
+            owner: None,
             state: ShareState::Accepted,
             reason: DecisionReason::ThisAcceptance,
             decided_by: None,
@@ -451,6 +535,7 @@ fn image_share_has_no_cel_rules_and_valid_shares_pass() {
         ImageShareSpec {
             images: vec!["centos-web".into()],
             recipients: vec!["tenant-b".into(), "tenant-c".into()],
+            recipient_selector: None,
             expires_at: None,
         },
     );
@@ -670,8 +755,6 @@ fn list_sizes_are_bounded() {
     );
     let doc = share_doc(vec![], vec!["tenant-b".into()]);
     assert_violation("ImageShare", &doc, "spec.images", &["at least 1 items"]);
-    let doc = share_doc(vec!["centos-web".into()], vec![]);
-    assert_violation("ImageShare", &doc, "spec.recipients", &["at least 1 items"]);
     let mut doc = acceptance_doc();
     doc["spec"]["images"] = json!(names("img", 1001));
     assert_violation("ShareAcceptance", &doc, "spec.images", &["at most 1000 items"]);
@@ -700,14 +783,11 @@ fn required_fields_are_reported() {
     let mut doc = image_doc();
     doc["spec"]["source"]["file"].as_object_mut().unwrap().remove("url");
     assert_violation("PrivateImage", &doc, "spec.source.file.url", &["Required value"]);
-    for field in ["images", "recipients"] {
-        let mut doc = share_doc(vec!["centos-web".into()], vec!["tenant-b".into()]);
-        doc["spec"].as_object_mut().unwrap().remove(field);
-        assert_violation("ImageShare", &doc, &format!("spec.{field}"), &["Required value"]);
-    }
-    let mut doc = acceptance_doc();
-    doc["spec"].as_object_mut().unwrap().remove("owner");
-    assert_violation("ShareAcceptance", &doc, "spec.owner", &["Required value"]);
+    // recipients and owner are optional to the schema: the CEL rules above require them or
+    // their selectors.
+    let mut doc = share_doc(vec!["centos-web".into()], vec!["tenant-b".into()]);
+    doc["spec"].as_object_mut().unwrap().remove("images");
+    assert_violation("ImageShare", &doc, "spec.images", &["Required value"]);
     let mut doc = acceptance_doc();
     doc.as_object_mut().unwrap().remove("spec");
     assert_violation("ShareAcceptance", &doc, "spec", &["Required value"]);

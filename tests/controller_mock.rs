@@ -101,6 +101,7 @@ fn share_of(images: &[&str]) -> ImageShare {
         spec: ImageShareSpec {
             images: images.iter().map(|i| i.to_string()).collect(),
             recipients: vec!["tenant-b".into()],
+            recipient_selector: None,
             expires_at: None,
         },
         status: None,
@@ -116,6 +117,7 @@ fn acceptance_named(name: &str, images: &[&str], decision: Decision) -> ShareAcc
         metadata: meta("tenant-b", name, &format!("uid-{name}")),
         spec: ShareAcceptanceSpec {
             owner: "tenant-a".into(),
+            owner_selector: None,
             images: images.iter().map(|i| i.to_string()).collect(),
             decision,
         },

@@ -757,7 +757,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                         // Its own decision, or an older equal one's: the same state.
                         prop_assert_eq!(i.state, spec.decision.state());
                     }
-                    DecisionReason::NamedAcceptance | DecisionReason::Conflict => {
+                    DecisionReason::NamedAcceptance | DecisionReason::OwnerAcceptance | DecisionReason::Conflict => {
                         let by = i.decided_by.as_deref().unwrap_or_default();
                         prop_assert!(by != u.name && acceptance_entries.contains_key(by), "decidedBy {by:?}");
                     }
@@ -1124,6 +1124,7 @@ proptest! {
             status.images.retain(|i| i.name != secret);
             status.images.push(ReceivedImage {
                 name: secret.clone(),
+                owner: None,
                 state,
                 reason,
                 decided_by: Some(acc.metadata.name.clone().unwrap()),

@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,7 @@ use super::ShareState;
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".spec.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("(has(self.recipients) && size(self.recipients) > 0) || has(self.recipientSelector)").message("set spec.recipients, spec.recipientSelector or both: a share needs recipients"))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageShareSpec {
     /// Names of PrivateImages in this namespace to share (1-30, no duplicates).
@@ -34,14 +35,23 @@ pub struct ImageShareSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub images: Vec<String>,
 
-    /// Namespaces (tenants) to share the images with (1-128, no duplicates). The per-image
-    /// recipient limit counts across all ImageShares of an image.
+    /// Namespaces (tenants) to share the images with (at most 128, no duplicates). The
+    /// per-image recipient limit counts across all ImageShares of an image.
+    #[serde(default)]
     #[schemars(
-        length(min = 1, max = 128),
+        length(max = 128),
         inner(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
     )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub recipients: Vec<String>,
+
+    /// Also share with every namespace whose labels match, except this namespace and
+    /// namespaces of another region (skipped without a refusal). Selected namespaces come
+    /// after the listed recipients, by name, under the same per-image limit; a share reaches
+    /// at most 128 namespaces in all. A namespace that stops matching loses the offer and its
+    /// access; one that starts matching is offered the images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_selector: Option<LabelSelector>,
 
     /// When set, the share offers nothing from this time on (RFC 3339) and access is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -23,12 +23,22 @@ use super::{FileFormat, FileSource, ShareState};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.owner) != has(self.ownerSelector)").message("set exactly one of spec.owner and spec.ownerSelector"))]
+#[x_kube(validation = Rule::new("!has(self.ownerSelector) || !has(self.images) || size(self.images) == 0").message("spec.images must be empty with spec.ownerSelector: it decides on every image the selected owners offer"))]
 #[serde(rename_all = "camelCase")]
 pub struct ShareAcceptanceSpec {
-    /// The namespace of the tenant that shares the images. Immutable.
+    /// The namespace of the tenant that shares the images. Immutable. Exactly one of owner and
+    /// ownerSelector is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("owner is immutable; create another ShareAcceptance instead"))]
     pub owner: String,
+
+    /// Instead of owner: decide on every image offered by every owner namespace whose labels
+    /// match (auto-accept, or reject or remove, by label). A ShareAcceptance that names the
+    /// owner beats one that selects it, and one that names the image beats both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_selector: Option<LabelSelector>,
 
     /// Names of the owner's images this decision applies to. Empty: every image the owner
     /// offers to this namespace. A decision that names an image beats one that covers all.
@@ -110,6 +120,9 @@ fn is_zero(n: &i32) -> bool {
 pub struct ReceivedImage {
     /// The PrivateImage name in the owner's namespace.
     pub name: String,
+    /// The owner namespace, for an acceptance by ownerSelector (which covers several owners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Pending, Accepted, Rejected or Removed.
     pub state: ShareState,
     /// Whose decision is in effect.
@@ -126,6 +139,9 @@ pub enum DecisionReason {
     ThisAcceptance,
     /// A ShareAcceptance that names the image overrides this one, which covers all images.
     NamedAcceptance,
+    /// A ShareAcceptance that names the owner overrides this one, which selects owners by
+    /// label.
+    OwnerAcceptance,
     /// An equally specific ShareAcceptance with a stronger decision (Remove > Reject > Accept)
     /// overrides this one.
     Conflict,
@@ -139,6 +155,7 @@ impl DecisionReason {
         match self {
             DecisionReason::ThisAcceptance => "ThisAcceptance",
             DecisionReason::NamedAcceptance => "NamedAcceptance",
+            DecisionReason::OwnerAcceptance => "OwnerAcceptance",
             DecisionReason::Conflict => "Conflict",
             DecisionReason::UnreadableAcceptance => "UnreadableAcceptance",
         }

@@ -314,14 +314,23 @@ fn key_of<K: kube::Resource>(o: &K) -> (String, String) {
 fn recipients_of(snap: &Snapshot, owner: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for share in snap.shares_in(owner) {
-        out.extend(share_recipients(&share.object));
+        out.extend(share_recipients(snap, owner, &share.object));
     }
     out
 }
 
-fn share_recipients(share: &ImageShare) -> impl Iterator<Item = String> + '_ {
+/// The namespaces a share names, selects by label, or records as offered in its status.
+fn share_recipients(snap: &Snapshot, owner: &str, share: &ImageShare) -> Vec<String> {
     let listed = share.status.iter().flat_map(|s| &s.images).flat_map(|i| i.recipients());
-    share.spec.recipients.iter().chain(listed).cloned()
+    let selected = snap.selected_by(owner, share).into_iter().map(String::from);
+    share
+        .spec
+        .recipients
+        .iter()
+        .chain(listed)
+        .cloned()
+        .chain(selected)
+        .collect()
 }
 
 /// Owners whose shares name a namespace.
@@ -330,7 +339,7 @@ fn owners_sharing_with(snap: &Snapshot, recipient: &str) -> BTreeSet<String> {
     for (owner, shares) in &snap.shares {
         if shares
             .values()
-            .any(|s| share_recipients(&s.object).any(|r| r == recipient))
+            .any(|s| share_recipients(snap, owner, &s.object).iter().any(|r| r == recipient))
         {
             out.insert(owner.clone());
         }
@@ -338,11 +347,18 @@ fn owners_sharing_with(snap: &Snapshot, recipient: &str) -> BTreeSet<String> {
     out
 }
 
-/// Owners a namespace has acceptances for.
+/// Owners a namespace has acceptances for: those they name, and for an acceptance by
+/// ownerSelector every owner that offers it something.
 fn owners_accepted_by(snap: &Snapshot, recipient: &str) -> BTreeSet<String> {
-    snap.acceptances_in(recipient)
+    let mut out: BTreeSet<String> = snap
+        .acceptances_in(recipient)
+        .filter(|a| a.object.spec.owner_selector.is_none())
         .map(|a| a.object.spec.owner.clone())
-        .collect()
+        .collect();
+    if snap.selector_acceptances_in(recipient).next().is_some() {
+        out.extend(snap.owners_offering(recipient).into_iter().map(String::from));
+    }
+    out
 }
 
 fn with_partners(snap: &Snapshot, namespace: &str) -> BTreeSet<String> {
@@ -386,9 +402,12 @@ impl Cached for ImageShare {
             .map(|e| key_of(e.object.as_ref()))
             .collect()
     }
-    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = share_recipients(object).collect();
-        out.insert(object.namespace().unwrap_or_default());
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        let owner = object.namespace().unwrap_or_default();
+        let mut out: BTreeSet<String> = share_recipients(&lock(&cache.snapshot), &owner, object)
+            .into_iter()
+            .collect();
+        out.insert(owner);
         out
     }
     fn touched_by_key(cache: &Cache, namespace: &str, name: &str) -> BTreeSet<String> {
@@ -396,7 +415,7 @@ impl Cached for ImageShare {
         let mut out: BTreeSet<String> = snap
             .shares_in(namespace)
             .filter(|s| s.object.metadata.name.as_deref() == Some(name))
-            .flat_map(|s| share_recipients(&s.object).collect::<Vec<_>>())
+            .flat_map(|s| share_recipients(&snap, namespace, &s.object))
             .collect();
         out.insert(namespace.to_string());
         out
@@ -418,18 +437,27 @@ impl Cached for ShareAcceptance {
             .map(|e| key_of(e.object.as_ref()))
             .collect()
     }
-    fn touched(_cache: &Cache, object: &Self) -> BTreeSet<String> {
-        BTreeSet::from([object.namespace().unwrap_or_default(), object.spec.owner.clone()])
+    fn touched(cache: &Cache, object: &Self) -> BTreeSet<String> {
+        let recipient = object.namespace().unwrap_or_default();
+        let mut out = BTreeSet::from([recipient.clone()]);
+        if object.spec.owner_selector.is_some() {
+            // It may decide for every owner that offers this namespace something.
+            let snap = lock(&cache.snapshot);
+            out.extend(snap.owners_offering(&recipient).into_iter().map(String::from));
+        } else {
+            out.insert(object.spec.owner.clone());
+        }
+        out
     }
     fn touched_by_key(cache: &Cache, namespace: &str, name: &str) -> BTreeSet<String> {
-        let snap = lock(&cache.snapshot);
-        let mut out: BTreeSet<String> = snap
+        let current = lock(&cache.snapshot)
             .acceptances_in(namespace)
-            .filter(|a| a.object.metadata.name.as_deref() == Some(name))
-            .map(|a| a.object.spec.owner.clone())
-            .collect();
-        out.insert(namespace.to_string());
-        out
+            .find(|a| a.object.metadata.name.as_deref() == Some(name))
+            .map(|a| a.object.clone());
+        match current {
+            Some(acceptance) => Self::touched(cache, &acceptance),
+            None => BTreeSet::from([namespace.to_string()]),
+        }
     }
 }
 
@@ -455,6 +483,9 @@ impl Cached for Namespace {
         let mut out = with_partners(&snap, name);
         out.extend(owners_sharing_with(&snap, name));
         out.extend(owners_accepted_by(&snap, name));
+        // Its labels may start or stop matching a recipientSelector or an ownerSelector.
+        out.extend(snap.selecting_owners().map(String::from));
+        out.extend(snap.selector_acceptances.keys().cloned());
         out
     }
 }

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod owner;
 pub mod permissions;
 pub mod quota;
+pub mod selector;
 pub mod snapshot;
 pub mod status;
 pub mod tenant;

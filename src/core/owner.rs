@@ -9,7 +9,7 @@ use std::{
 use foldhash::HashMap;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{self, Decision, ImageShare, PrivateImage, ShareAcceptance, ShareState};
+use crate::api::{self, Decision, ImageShare, PrivateImage, ShareAcceptance, ShareAcceptanceSpec, ShareState};
 
 use super::{
     limits::{TenantLimits, describe, has_room, region_of, tenant_limits},
@@ -25,13 +25,37 @@ pub struct ImageVerdict {
     pub message: String,
 }
 
+/// How specifically a ShareAcceptance decides an image: one that names the image beats one
+/// that names the owner with all its images, which beats one that selects the owner by label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Specificity {
+    OwnerSelector,
+    Owner,
+    Image,
+}
+
+impl Specificity {
+    /// How `spec` covers `image` of an owner it names or selects; `None` when it does not.
+    pub fn of(spec: &ShareAcceptanceSpec, image: &str) -> Option<Specificity> {
+        if spec.owner_selector.is_some() {
+            // The schema keeps images empty with a selector; one that is not covers nothing.
+            return spec.images.is_empty().then_some(Specificity::OwnerSelector);
+        }
+        if spec.images.iter().any(|i| i == image) {
+            Some(Specificity::Image)
+        } else {
+            spec.images.is_empty().then_some(Specificity::Owner)
+        }
+    }
+}
+
 /// The decision in effect for an offered pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Winner {
     pub acceptance: Arc<str>,
     pub decision: Decision,
-    /// The winning acceptance names the image (rather than covering all).
-    pub named: bool,
+    /// How specifically the winning acceptance covers the image.
+    pub specificity: Specificity,
 }
 
 /// An offered pair's state and the acceptance that decided it.
@@ -361,7 +385,11 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     let mut image_order: Vec<&str> = Vec::new();
     let mut recipients: HashMap<&str, Vec<&str>> = HashMap::default();
     let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for share in &shares {
+    let share_recipients: Vec<Vec<&str>> = shares
+        .iter()
+        .map(|s| share_recipients(snap, &eval.owner, &s.object))
+        .collect();
+    for (share, listed) in shares.iter().zip(&share_recipients) {
         if is_expired(snap, &share.object) {
             continue;
         }
@@ -369,7 +397,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             if eval.image_refusal(snap, image).is_some() {
                 continue;
             }
-            for recipient in &share.object.spec.recipients {
+            for &recipient in listed {
                 if eval.recipient_refusal(snap, recipient).is_some() || !seen.insert((image, recipient)) {
                     continue;
                 }
@@ -383,7 +411,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     }
     // Admission order: an image by the oldest share that lists it (expired or not, whether or
     // not its recipients there are refused), then that share's `spec.images` order; a recipient
-    // of an image by the oldest share that lists the pair, then `spec.recipients` order.
+    // of an image by the oldest share that lists the pair, then its recipients' order.
     // Refusals of images and recipients do not depend on the share, so only expired shares can
     // put a pair earlier than the loop above found it.
     let mut image_rank: HashMap<&str, (usize, usize)> = HashMap::default();
@@ -395,10 +423,10 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     image_order.sort_by_key(|image| image_rank[image]);
     if shares.iter().any(|s| is_expired(snap, &s.object)) {
         let mut pair_rank: HashMap<(&str, &str), (usize, usize)> = HashMap::default();
-        for (s, share) in shares.iter().enumerate() {
+        for (s, (share, listed)) in shares.iter().zip(&share_recipients).enumerate() {
             for image in &share.object.spec.images {
-                for (j, r) in share.object.spec.recipients.iter().enumerate() {
-                    pair_rank.entry((image, r)).or_insert((s, j));
+                for (j, r) in listed.iter().enumerate() {
+                    pair_rank.entry((image, *r)).or_insert((s, j));
                 }
             }
         }
@@ -463,33 +491,55 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     eval.shared_images_used = used_images;
 }
 
-/// The winning decision for one image among a recipient's acceptances of one owner: one that
-/// names the image beats one that covers all; between equals the strongest decision wins
-/// (Remove > Reject > Accept), the oldest breaking ties.
+/// The winning decision for one image among a recipient's acceptances of one owner: the most
+/// specific (see [`Specificity`]) wins; between equals the strongest decision wins (Remove >
+/// Reject > Accept), the oldest breaking ties.
 pub fn winner<'a>(acceptances: &[&'a Entry<ShareAcceptance>], image: &str) -> Option<Winner> {
-    let mut best: Option<(&'a Entry<ShareAcceptance>, bool)> = None;
+    let mut best: Option<(&'a Entry<ShareAcceptance>, Specificity)> = None;
     for entry in acceptances {
         let spec = &entry.object.spec;
-        let named = spec.images.iter().any(|i| i == image);
-        if !named && !spec.images.is_empty() {
+        let Some(specificity) = Specificity::of(spec, image) else {
             continue;
-        }
+        };
         let better = match best {
             None => true,
-            Some((b, b_named)) => {
-                (named, spec.decision, std::cmp::Reverse(&entry.age))
-                    > (b_named, b.object.spec.decision, std::cmp::Reverse(&b.age))
+            Some((b, b_specificity)) => {
+                (specificity, spec.decision, std::cmp::Reverse(&entry.age))
+                    > (b_specificity, b.object.spec.decision, std::cmp::Reverse(&b.age))
             }
         };
         if better {
-            best = Some((entry, named));
+            best = Some((entry, specificity));
         }
     }
-    best.map(|(e, named)| Winner {
+    best.map(|(e, specificity)| Winner {
         acceptance: e.name.clone(),
         decision: e.object.spec.decision,
-        named,
+        specificity,
     })
+}
+
+/// The most recipients one ImageShare reaches, listed and selected together (the status lists
+/// are bounded by it).
+pub const MAX_SHARE_RECIPIENTS: usize = 128;
+
+/// The recipients of a share: those it lists, in spec order, then the namespaces its
+/// recipientSelector selects, by name, without the owner and namespaces of another region
+/// (those are skipped, not refused); at most [`MAX_SHARE_RECIPIENTS`].
+pub fn share_recipients<'a>(snap: &'a Snapshot, owner: &str, share: &'a ImageShare) -> Vec<&'a str> {
+    let mut out: Vec<&str> = share.spec.recipients.iter().map(String::as_str).collect();
+    if share.spec.recipient_selector.is_some() {
+        let region = region_of(snap, owner);
+        for ns in snap.selected_by(owner, share) {
+            if out.len() >= MAX_SHARE_RECIPIENTS {
+                break;
+            }
+            if region_of(snap, ns) == region && !share.spec.recipients.iter().any(|r| r == ns) {
+                out.push(ns);
+            }
+        }
+    }
+    out
 }
 
 /// Decides the state of every offered pair, then indexes the pairs by image too.

@@ -204,6 +204,9 @@ impl From<MachineState> for MachineInfo {
     }
 }
 
+/// The labels of a namespace that is not in the snapshot.
+static EMPTY_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 /// How referenced objects that are not in the snapshot are judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum World {
@@ -232,6 +235,10 @@ pub struct Snapshot {
     pub(crate) acceptances_by_owner: HashMap<String, HashMap<String, BTreeSet<Arc<str>>>>,
     /// recipient namespace -> owner namespace -> how many of the owner's ImageShares list it.
     pub(crate) listed_by: HashMap<String, BTreeMap<String, usize>>,
+    /// owner namespace -> how many of its ImageShares select recipients by label.
+    pub(crate) selecting_owners: BTreeMap<String, usize>,
+    /// recipient namespace -> names of its acceptances that select owners by label.
+    pub(crate) selector_acceptances: HashMap<String, BTreeSet<Arc<str>>>,
     pub(crate) volumes: HashMap<(String, String), VolumeState>,
     pub(crate) machines: HashMap<(String, String), MachineInfo>,
     pub(crate) unreadable: Unreadable,
@@ -265,6 +272,8 @@ impl Snapshot {
             acceptances: HashMap::default(),
             acceptances_by_owner: HashMap::default(),
             listed_by: HashMap::default(),
+            selecting_owners: BTreeMap::new(),
+            selector_acceptances: HashMap::default(),
             volumes: HashMap::default(),
             machines: HashMap::default(),
             unreadable: Unreadable::default(),
@@ -375,6 +384,9 @@ impl Snapshot {
                 .entry(ns.clone())
                 .or_default() += 1;
         }
+        if share.spec.recipient_selector.is_some() {
+            *self.selecting_owners.entry(ns.clone()).or_default() += 1;
+        }
         self.shares.entry(ns).or_default().insert(
             name.clone(),
             Entry {
@@ -403,6 +415,14 @@ impl Snapshot {
                 }
             }
         }
+        if old.object.spec.recipient_selector.is_some()
+            && let Some(count) = self.selecting_owners.get_mut(namespace)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.selecting_owners.remove(namespace);
+            }
+        }
         if self.shares.get(namespace).is_some_and(|m| m.is_empty()) {
             self.shares.remove(namespace);
         }
@@ -418,13 +438,22 @@ impl Snapshot {
             .map(|e| e.age.clone());
         self.remove_acceptance(&ns, &name);
         let age = self.age_of(&acceptance.metadata, known);
-        self.touch_owner(&acceptance.spec.owner);
-        self.acceptances_by_owner
-            .entry(ns.clone())
-            .or_default()
-            .entry(acceptance.spec.owner.clone())
-            .or_default()
-            .insert(name.clone());
+        if acceptance.spec.owner_selector.is_some() {
+            // It may decide for any owner whose labels match.
+            self.touch_all();
+            self.selector_acceptances
+                .entry(ns.clone())
+                .or_default()
+                .insert(name.clone());
+        } else {
+            self.touch_owner(&acceptance.spec.owner);
+            self.acceptances_by_owner
+                .entry(ns.clone())
+                .or_default()
+                .entry(acceptance.spec.owner.clone())
+                .or_default()
+                .insert(name.clone());
+        }
         self.acceptances.entry(ns).or_default().insert(
             name.clone(),
             Entry {
@@ -439,6 +468,15 @@ impl Snapshot {
         let Some(old) = self.acceptances.get_mut(namespace).and_then(|m| m.remove(name)) else {
             return;
         };
+        if old.object.spec.owner_selector.is_some() {
+            self.touch_all();
+            if let Some(names) = self.selector_acceptances.get_mut(namespace) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.selector_acceptances.remove(namespace);
+                }
+            }
+        }
         let owner = &old.object.spec.owner;
         self.touch_owner(owner);
         if let Some(by_owner) = self.acceptances_by_owner.get_mut(namespace) {
@@ -584,14 +622,74 @@ impl Snapshot {
         self.acceptances.get(namespace).into_iter().flat_map(|m| m.values())
     }
 
-    /// The acceptances a recipient namespace wrote about one owner.
-    pub fn acceptances_for(&self, recipient: &str, owner: &str) -> impl Iterator<Item = &Entry<ShareAcceptance>> {
-        let names = self.acceptances_by_owner.get(recipient).and_then(|m| m.get(owner));
+    /// The acceptances a recipient namespace wrote about one owner: those that name it, and
+    /// those whose ownerSelector matches its labels.
+    pub fn acceptances_for<'a>(
+        &'a self,
+        recipient: &str,
+        owner: &str,
+    ) -> impl Iterator<Item = &'a Entry<ShareAcceptance>> + 'a {
+        let named = self.acceptances_by_owner.get(recipient).and_then(|m| m.get(owner));
+        let selecting = self.selector_acceptances.get(recipient);
         let all = self.acceptances.get(recipient);
-        names
+        let labels = self.labels_of(owner);
+        named
             .into_iter()
             .flat_map(|n| n.iter())
             .filter_map(move |n| all.and_then(|m| m.get(n)))
+            .chain(
+                selecting
+                    .into_iter()
+                    .flat_map(|n| n.iter())
+                    .filter_map(move |n| all.and_then(|m| m.get(n)))
+                    .filter(move |e| {
+                        e.object
+                            .spec
+                            .owner_selector
+                            .as_ref()
+                            .is_some_and(|sel| super::selector::matches(sel, labels))
+                    }),
+            )
+    }
+
+    /// The namespaces an ImageShare's recipientSelector selects, by name: existing, not being
+    /// deleted, not the owner. (Namespaces of another region are left out by the engine.)
+    pub fn selected_by(&self, owner: &str, share: &ImageShare) -> Vec<&str> {
+        let Some(selector) = share.spec.recipient_selector.as_ref() else {
+            return Vec::new();
+        };
+        let mut names: Vec<&str> = self
+            .namespaces
+            .iter()
+            .filter(|(name, info)| {
+                name.as_str() != owner && !info.leaving && super::selector::matches(selector, &info.labels)
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The labels of a namespace (none when it is not known).
+    pub fn labels_of(&self, namespace: &str) -> &BTreeMap<String, String> {
+        self.namespaces
+            .get(namespace)
+            .map_or(&EMPTY_LABELS, |info| &info.labels)
+    }
+
+    /// The ShareAcceptances of a recipient that select owners by label.
+    pub fn selector_acceptances_in(&self, recipient: &str) -> impl Iterator<Item = &Entry<ShareAcceptance>> {
+        let all = self.acceptances.get(recipient);
+        self.selector_acceptances
+            .get(recipient)
+            .into_iter()
+            .flat_map(|n| n.iter())
+            .filter_map(move |n| all.and_then(|m| m.get(n)))
+    }
+
+    /// The owners with an ImageShare that selects recipients by label.
+    pub fn selecting_owners(&self) -> impl Iterator<Item = &str> {
+        self.selecting_owners.keys().map(String::as_str)
     }
 
     /// Every namespace the engine has something to say about: those that hold an object of the
@@ -612,7 +710,16 @@ impl Snapshot {
             .chain(self.listed_by.keys())
             .chain(annotated)
             .cloned()
+            .chain(self.selected_recipients().map(str::to_string))
             .collect()
+    }
+
+    /// Every namespace some ImageShare selects by label.
+    fn selected_recipients(&self) -> impl Iterator<Item = &str> {
+        self.selecting_owners().flat_map(move |owner| {
+            self.shares_in(owner)
+                .flat_map(move |s| self.selected_by(owner, &s.object))
+        })
     }
 
     /// Records the ImageQuota a namespace holds (`None`: it holds none).
@@ -663,18 +770,25 @@ impl Snapshot {
         self.offers.get(recipient).into_iter().flat_map(|m| m.iter())
     }
 
-    /// The owners that may offer something to a recipient: those whose ImageShares list it,
-    /// and those whose ImageOffer it holds (the offer may have to go).
+    /// The owners that may offer something to a recipient: those whose ImageShares list or
+    /// select it, and those whose ImageOffer it holds (the offer may have to go).
     pub fn owners_offering(&self, recipient: &str) -> BTreeSet<&str> {
         let listing = self.listed_by.get(recipient).into_iter().flat_map(|m| m.keys());
         let holding = self.offers.get(recipient).into_iter().flat_map(|m| m.keys());
-        listing.chain(holding).map(String::as_str).collect()
+        let selecting = self.selecting_owners().filter(|owner| {
+            self.shares_in(owner)
+                .any(|s| self.selected_by(owner, &s.object).contains(&recipient))
+        });
+        listing.chain(holding).map(String::as_str).chain(selecting).collect()
     }
 
-    /// The recipients an owner's ImageShares list.
+    /// The recipients an owner's ImageShares list or select.
     pub fn recipients_listed_by(&self, owner: &str) -> BTreeSet<&str> {
         self.shares_in(owner)
-            .flat_map(|s| s.object.spec.recipients.iter().map(String::as_str))
+            .flat_map(|s| {
+                let listed = s.object.spec.recipients.iter().map(String::as_str);
+                listed.chain(self.selected_by(owner, &s.object))
+            })
             .collect()
     }
 

@@ -15,7 +15,7 @@ use super::{
     conditions::{condition, name_list, ready_conditions},
     grants::{Grant, build_grant, grant_name},
     limits::describe,
-    owner::{OwnerEval, is_expired},
+    owner::{OwnerEval, Specificity, is_expired, share_recipients},
     snapshot::{Entry, Snapshot},
     vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
 };
@@ -112,13 +112,14 @@ pub fn share_status(
     // reason -> image -> recipients not offered
     let mut refused: BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
     let (mut offered, mut accepted) = (0, 0);
+    let recipients = share_recipients(snap, &own.owner, share);
     for image in &share.spec.images {
         let mut entry = SharedImageStatus {
             name: image.clone(),
             ..Default::default()
         };
         let mut refused_here: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
-        for recipient in &share.spec.recipients {
+        for &recipient in &recipients {
             match own.refusal(snap, share, image, recipient) {
                 Some(reason) => {
                     refused
@@ -127,7 +128,7 @@ pub fn share_status(
                         .entry(image)
                         .or_default()
                         .push(recipient);
-                    refused_here.entry(reason).or_default().push(recipient.clone());
+                    refused_here.entry(reason).or_default().push(recipient.to_string());
                 }
                 None => {
                     let state = own.pair(image, recipient).unwrap_or(ShareState::Pending);
@@ -141,7 +142,7 @@ pub fn share_status(
                         ShareState::Rejected => &mut entry.rejected,
                         ShareState::Removed => &mut entry.removed,
                     };
-                    list.push(recipient.clone());
+                    list.push(recipient.to_string());
                 }
             }
         }
@@ -263,10 +264,11 @@ pub fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
     out
 }
 
-/// The status of a ShareAcceptance, and its Ready reason.
+/// The status of a ShareAcceptance, and its Ready reason. `owners` are the evaluations of the
+/// owner it names, or of every owner its ownerSelector matches (by name).
 pub fn acceptance_status(
     snap: &Snapshot,
-    owner: &OwnerEval,
+    owners: &[&OwnerEval],
     entry: &Entry<ShareAcceptance>,
 ) -> (StatusUpdate<ShareAcceptanceStatus>, &'static str) {
     let acceptance = &entry.object;
@@ -274,42 +276,54 @@ pub fn acceptance_status(
     let name = &entry.name;
     let spec = &acceptance.spec;
     let previous = acceptance.status.as_ref();
+    let by_selector = spec.owner_selector.is_some();
 
     let mut covered = 0usize;
     let mut conflicts: Vec<String> = Vec::new();
     let mut images = Vec::new();
-    for (image, pair) in owner.offered_to(namespace) {
-        let named = spec.images.iter().any(|i| **i == **image);
-        if !named && !spec.images.is_empty() {
-            continue;
-        }
-        covered += 1;
-        let (reason, decided_by) = match &pair.winner {
-            _ if pair.withheld => (DecisionReason::UnreadableAcceptance, None),
-            Some(w) if w.acceptance != *name && w.named && !named => {
-                (DecisionReason::NamedAcceptance, Some(w.acceptance.to_string()))
+    for owner in owners {
+        for (image, pair) in owner.offered_to(namespace) {
+            let Some(mine) = Specificity::of(spec, image) else {
+                continue;
+            };
+            covered += 1;
+            let (reason, decided_by) = match &pair.winner {
+                _ if pair.withheld => (DecisionReason::UnreadableAcceptance, None),
+                Some(w) if w.acceptance != *name && w.specificity > mine => {
+                    let reason = match w.specificity {
+                        Specificity::Image => DecisionReason::NamedAcceptance,
+                        _ => DecisionReason::OwnerAcceptance,
+                    };
+                    (reason, Some(w.acceptance.to_string()))
+                }
+                Some(w) if w.acceptance != *name && w.decision != spec.decision => {
+                    conflicts.push(format!(
+                        "{image}: {} of ShareAcceptance {} overrides {}",
+                        w.decision.as_str(),
+                        w.acceptance,
+                        spec.decision.as_str()
+                    ));
+                    (DecisionReason::Conflict, Some(w.acceptance.to_string()))
+                }
+                _ => (DecisionReason::ThisAcceptance, None),
+            };
+            if images.len() < MAX_LISTED_IMAGES {
+                images.push(ReceivedImage {
+                    name: image.to_string(),
+                    owner: by_selector.then(|| owner.owner.clone()),
+                    state: pair.state,
+                    reason,
+                    decided_by,
+                });
             }
-            Some(w) if w.acceptance != *name && w.decision != spec.decision => {
-                conflicts.push(format!(
-                    "{image}: {} of ShareAcceptance {} overrides {}",
-                    w.decision.as_str(),
-                    w.acceptance,
-                    spec.decision.as_str()
-                ));
-                (DecisionReason::Conflict, Some(w.acceptance.to_string()))
-            }
-            _ => (DecisionReason::ThisAcceptance, None),
-        };
-        if images.len() < MAX_LISTED_IMAGES {
-            images.push(ReceivedImage {
-                name: image.to_string(),
-                state: pair.state,
-                reason,
-                decided_by,
-            });
         }
     }
     let more_images = (covered - images.len()) as i32;
+    let offered_by = if by_selector {
+        "the owners its ownerSelector matches".to_string()
+    } else {
+        spec.owner.clone()
+    };
     let (ready, reason, message) = if !conflicts.is_empty() {
         (
             false,
@@ -324,30 +338,34 @@ pub fn acceptance_status(
             true,
             AcceptanceReason::Applied,
             format!(
-                "{} covers {covered} image(s) offered by {}",
-                spec.decision.as_str(),
-                owner.owner
+                "{} covers {covered} image(s) offered by {offered_by}",
+                spec.decision.as_str()
             ),
         )
-    } else if owner.owner == namespace {
+    } else if !by_selector && spec.owner == namespace {
         (
             false,
             AcceptanceReason::NothingOffered,
             "spec.owner is this namespace; a tenant can not share images with itself".into(),
         )
+    } else if by_selector {
+        (
+            false,
+            AcceptanceReason::NothingOffered,
+            format!("no owner its ownerSelector matches offers images to namespace {namespace}"),
+        )
     } else if spec.images.is_empty() {
         (
             false,
             AcceptanceReason::NothingOffered,
-            format!("{} offers no images to namespace {namespace}", owner.owner),
+            format!("{offered_by} offers no images to namespace {namespace}"),
         )
     } else {
         (
             false,
             AcceptanceReason::NothingOffered,
             format!(
-                "{} offers none of {} to namespace {namespace}",
-                owner.owner,
+                "{offered_by} offers none of {} to namespace {namespace}",
                 name_list(spec.images.iter().map(String::as_str), 10)
             ),
         )
@@ -390,7 +408,7 @@ pub fn offer_status(
     let shares: Vec<(&ImageShare, Option<&Time>)> = snap
         .shares_in(&owner.owner)
         .map(|s| &*s.object)
-        .filter(|s| !is_expired(snap, s) && s.spec.recipients.iter().any(|r| r == recipient))
+        .filter(|s| !is_expired(snap, s) && share_recipients(snap, &owner.owner, s).contains(&recipient))
         .map(|s| (s, s.spec.expires_at.as_ref()))
         .collect();
     for (image, pair) in offered {

@@ -124,17 +124,32 @@ impl Evaluator {
         out.grants = self.grants(snap, namespace);
         out.quota = super::quota::update(snap, &own, namespace);
         for entry in snap.acceptances_in(namespace) {
-            let owner = self.owner(snap, &entry.object.spec.owner);
+            // An acceptance by ownerSelector reads every owner it matches: it is evaluated
+            // each time rather than remembered against one owner's evaluation.
+            let (owners, remember_this) = match &entry.object.spec.owner_selector {
+                None => (vec![self.owner(snap, &entry.object.spec.owner)], remember),
+                Some(selector) => {
+                    let matching: Vec<&str> = snap
+                        .owners_offering(namespace)
+                        .into_iter()
+                        .filter(|owner| super::selector::matches(selector, &snap.labels_of(owner)))
+                        .collect();
+                    let owners = matching.into_iter().map(|o| self.owner(snap, o)).collect();
+                    (owners, false)
+                }
+            };
+            let key_owner = owners.first().cloned().unwrap_or_else(|| own.clone());
             let (update, events) = memoized(
                 &mut old.acceptances,
                 &mut memo.acceptances,
-                remember,
+                remember_this,
                 &entry.name,
-                &owner,
+                &key_owner,
                 Some(&entry.object),
                 now,
                 || {
-                    let (update, reason) = acceptance_status(snap, &owner, entry);
+                    let evaluations: Vec<&super::owner::OwnerEval> = owners.iter().map(|o| &**o).collect();
+                    let (update, reason) = acceptance_status(snap, &evaluations, entry);
                     let mut events = Vec::new();
                     if update.changed {
                         let regarding = Regarding::object(Kind::ShareAcceptance, &entry.object.metadata);

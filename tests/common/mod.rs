@@ -110,6 +110,7 @@ pub fn share(ns: &str, name: &str, images: &[&str], recipients: &[&str], created
         spec: ImageShareSpec {
             images: images.iter().map(|s| s.to_string()).collect(),
             recipients: recipients.iter().map(|s| s.to_string()).collect(),
+            recipient_selector: None,
             expires_at: None,
         },
         status: None,
@@ -128,6 +129,7 @@ pub fn acceptance(
         metadata: meta(ns, name, created),
         spec: ShareAcceptanceSpec {
             owner: owner.into(),
+            owner_selector: None,
             images: images.iter().map(|s| s.to_string()).collect(),
             decision,
         },

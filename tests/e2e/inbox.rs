@@ -146,6 +146,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
     // The ShareAcceptance lists only the image it covers, with no description or source.
     let expected = vec![ReceivedImage {
         name: "web".into(),
+        owner: None,
         state: ShareState::Accepted,
         reason: DecisionReason::ThisAcceptance,
         decided_by: None,
