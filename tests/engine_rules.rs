@@ -17,15 +17,6 @@ const LIMIT_SHARED: &str = "ims.imageshare.io/limit.shared-images";
 const LIMIT_RECIPIENTS: &str = "ims.imageshare.io/limit.recipients-per-image";
 
 /// (status, reason) of a Ready condition.
-fn sr(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String) {
-    let (s, r, _) = ready(conditions);
-    (s.to_string(), r.to_string())
-}
-
-fn t(status: &str, reason: &str) -> (String, String) {
-    (status.to_string(), reason.to_string())
-}
-
 // ---------------------------------------------------------------------------------------------
 // PrivateImage Ready (SPEC §2.1, §3.1)
 

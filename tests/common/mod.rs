@@ -410,6 +410,17 @@ pub fn ready(conditions: &[Condition]) -> (&str, &str, &str) {
     (c.status.as_str(), c.reason.as_str(), c.message.as_str())
 }
 
+/// (status, reason) of the Ready condition, to compare with [`t`].
+pub fn sr(conditions: &[Condition]) -> (String, String) {
+    let (s, r, _) = ready(conditions);
+    (s.to_string(), r.to_string())
+}
+
+/// An expected (status, reason).
+pub fn t(status: &str, reason: &str) -> (String, String) {
+    (status.to_string(), reason.to_string())
+}
+
 /// The state of (image, recipient) in an ImageShare status, if offered.
 pub fn pair_state(status: &ImageShareStatus, image: &str, recipient: &str) -> Option<ShareState> {
     status.images.iter().find(|i| i.name == image)?.state_of(recipient)
