@@ -6,5 +6,6 @@ pub mod config;
 pub mod controller;
 pub mod core;
 pub mod crdgen;
+pub mod plugin;
 pub mod simulate;
 pub mod yaml;
