@@ -27,6 +27,7 @@
 //!   with the operator running and once without (default 20).
 
 mod inbox;
+mod plugin;
 mod quota;
 mod scenarios;
 mod support;
