@@ -693,7 +693,7 @@ fn print_writes(
     );
     if let Some((statuses, grants)) = expected {
         println!(
-            "    needed at least: {statuses} status writes (one per object with a status, ImageQuotas included), {grants} grant applies (a Role and a RoleBinding per image) -> {:.2} status writes per object, {:.2} grant applies per grant object",
+            "    needed at least: {statuses} status writes (one per object with a status, ImageQuotas and ImageOffers included), {grants} grant applies (a Role and a RoleBinding per image) -> {:.2} status writes per object, {:.2} grant applies per grant object",
             d("ims_status_patches_total") as f64 / statuses as f64,
             d("ims_grant_applies_total") as f64 / grants as f64,
         );
@@ -1014,7 +1014,9 @@ async fn main() {
     };
     let convergence = converged.duration_since(start);
     watches.abort();
-    let statuses_needed = p.tenants * (p.images + p.shares + p.acceptances_per_tenant() + 1);
+    // Per tenant: its images, shares and acceptances, its ImageQuota, and one ImageOffer from
+    // each of the owners that offer to it.
+    let statuses_needed = p.tenants * (p.images + p.shares + p.acceptances_per_tenant() + 1 + p.recipients);
     let grants_needed = 2 * p.tenants * p.images;
     let after = operator.settle(Duration::from_secs(3), Duration::from_secs(60)).await;
     if external.is_none() && !start_before {
