@@ -132,7 +132,7 @@ impl Evaluator {
                     let matching: Vec<&str> = snap
                         .owners_offering(namespace)
                         .into_iter()
-                        .filter(|owner| super::selector::matches(selector, &snap.labels_of(owner)))
+                        .filter(|owner| super::selector::matches(selector, snap.labels_of(owner)))
                         .collect();
                     let owners = matching.into_iter().map(|o| self.owner(snap, o)).collect();
                     (owners, false)
