@@ -523,6 +523,12 @@ pub fn winner<'a>(acceptances: &[&'a Entry<ShareAcceptance>], image: &str) -> Op
 /// are bounded by it).
 pub const MAX_SHARE_RECIPIENTS: usize = 128;
 
+/// Whether a share lists or selects `recipient` (see [`share_recipients`]).
+pub fn share_reaches(snap: &Snapshot, owner: &str, share: &ImageShare, recipient: &str) -> bool {
+    share.spec.recipients.iter().any(|r| r == recipient)
+        || (share.spec.recipient_selector.is_some() && share_recipients(snap, owner, share).contains(&recipient))
+}
+
 /// The recipients of a share: those it lists, in spec order, then the namespaces its
 /// recipientSelector selects, by name, without the owner and namespaces of another region
 /// (those are skipped, not refused); at most [`MAX_SHARE_RECIPIENTS`].

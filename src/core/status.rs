@@ -15,7 +15,7 @@ use super::{
     conditions::{condition, name_list, ready_conditions},
     grants::{Grant, build_grant, grant_name},
     limits::describe,
-    owner::{OwnerEval, Specificity, is_expired, share_recipients},
+    owner::{OwnerEval, Specificity, is_expired, share_reaches, share_recipients},
     snapshot::{Entry, Snapshot},
     vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
 };
@@ -408,7 +408,7 @@ pub fn offer_status(
     let shares: Vec<(&ImageShare, Option<&Time>)> = snap
         .shares_in(&owner.owner)
         .map(|s| &*s.object)
-        .filter(|s| !is_expired(snap, s) && share_recipients(snap, &owner.owner, s).contains(&recipient))
+        .filter(|s| !is_expired(snap, s) && share_reaches(snap, &owner.owner, s, recipient))
         .map(|s| (s, s.spec.expires_at.as_ref()))
         .collect();
     for (image, pair) in offered {

@@ -2,7 +2,7 @@
 //! about images it was never offered (docs/security.md, "No oracle").
 
 use super::{
-    owner::{OwnerEval, is_expired, share_recipients},
+    owner::{OwnerEval, is_expired, share_reaches},
     snapshot::{Entry, Snapshot},
 };
 use crate::api::ImageShare;
@@ -29,8 +29,7 @@ pub fn withdrawal_cause(snap: &Snapshot, owner: &OwnerEval, image: &str, recipie
     let listing: Vec<&Entry<ImageShare>> = snap
         .shares_in(&owner.owner)
         .filter(|s| {
-            s.object.spec.images.iter().any(|i| i == image)
-                && share_recipients(snap, &owner.owner, &s.object).contains(&recipient)
+            s.object.spec.images.iter().any(|i| i == image) && share_reaches(snap, &owner.owner, &s.object, recipient)
         })
         .collect();
     if listing.is_empty() {
