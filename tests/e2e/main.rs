@@ -30,5 +30,6 @@ mod inbox;
 mod plugin;
 mod quota;
 mod scenarios;
+mod selectors;
 mod support;
 mod trust;
