@@ -32,6 +32,11 @@ const EXACTLY_ONE_SOURCE: &str =
 const URL_SCHEME: &str = "self.matches('^(s3://[^/ ]+/[^ ]+|https://[^/ ]+/[^ ]+)$')";
 const RECIPIENTS_OR_SELECTOR: &str =
     "(has(self.recipients) && size(self.recipients) > 0) || has(self.recipientSelector)";
+const RECIPIENT_SELECTOR_NOT_EMPTY: &str = "!has(self.recipientSelector) || has(self.recipientSelector.matchLabels) || has(self.recipientSelector.matchExpressions)";
+const RECIPIENT_SELECTOR_OPERATORS: &str = "!has(self.recipientSelector) || !has(self.recipientSelector.matchExpressions) || self.recipientSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])";
+const OWNER_SELECTOR_NOT_EMPTY: &str =
+    "!has(self.ownerSelector) || has(self.ownerSelector.matchLabels) || has(self.ownerSelector.matchExpressions)";
+const OWNER_SELECTOR_OPERATORS: &str = "!has(self.ownerSelector) || !has(self.ownerSelector.matchExpressions) || self.ownerSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])";
 const OWNER_XOR_SELECTOR: &str = "has(self.owner) != has(self.ownerSelector)";
 const NO_IMAGES_WITH_SELECTOR: &str = "!has(self.ownerSelector) || !has(self.images) || size(self.images) == 0";
 
@@ -51,6 +56,11 @@ const COVERED: &[(&str, &str, &str)] = &[
     ("PrivateImage", ".spec.source.file.url", URL_SCHEME),
     // a_share_needs_recipients_or_a_selector
     ("ImageShare", ".spec", RECIPIENTS_OR_SELECTOR),
+    // selectors_are_not_empty_and_use_known_operators
+    ("ImageShare", ".spec", RECIPIENT_SELECTOR_NOT_EMPTY),
+    ("ImageShare", ".spec", RECIPIENT_SELECTOR_OPERATORS),
+    ("ShareAcceptance", ".spec", OWNER_SELECTOR_NOT_EMPTY),
+    ("ShareAcceptance", ".spec", OWNER_SELECTOR_OPERATORS),
     // an_acceptance_names_an_owner_or_selects_owners
     ("ShareAcceptance", ".spec", OWNER_XOR_SELECTOR),
     // an_acceptance_by_selector_names_no_images
@@ -488,6 +498,64 @@ fn an_acceptance_names_an_owner_or_selects_owners() {
         OWNER_XOR_SELECTOR,
         "spec",
         "set exactly one of spec.owner and spec.ownerSelector",
+    );
+}
+
+#[test]
+fn selectors_are_not_empty_and_use_known_operators() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    let expression = |operator: &str| LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "team".into(),
+            operator: operator.into(),
+            values: Some(vec!["a".into()]),
+        }]),
+        ..Default::default()
+    };
+    let share = |selector: LabelSelector| {
+        ImageShare::new(
+            "share",
+            ImageShareSpec {
+                images: vec!["centos-web".into()],
+                recipients: vec![],
+                recipient_selector: Some(selector),
+                expires_at: None,
+            },
+        )
+    };
+    let by = |selector: LabelSelector| {
+        let mut a = acceptance("", Decision::Accept);
+        a.spec.images.clear();
+        a.spec.owner_selector = Some(selector);
+        a
+    };
+    for operator in ["In", "NotIn", "Exists", "DoesNotExist"] {
+        assert_accepted(share(expression(operator)).validate_cel());
+        assert_accepted(by(expression(operator)).validate_cel());
+    }
+    assert_rejected_by(
+        share(LabelSelector::default()).validate_cel(),
+        RECIPIENT_SELECTOR_NOT_EMPTY,
+        "spec",
+        "spec.recipientSelector must not be empty",
+    );
+    assert_rejected_by(
+        share(expression("Gt")).validate_cel(),
+        RECIPIENT_SELECTOR_OPERATORS,
+        "spec",
+        "operators are In, NotIn, Exists or DoesNotExist",
+    );
+    assert_rejected_by(
+        by(LabelSelector::default()).validate_cel(),
+        OWNER_SELECTOR_NOT_EMPTY,
+        "spec",
+        "spec.ownerSelector must not be empty",
+    );
+    assert_rejected_by(
+        by(expression("Gt")).validate_cel(),
+        OWNER_SELECTOR_OPERATORS,
+        "spec",
+        "operators are In, NotIn, Exists or DoesNotExist",
     );
 }
 

@@ -25,6 +25,8 @@ use super::ShareState;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("(has(self.recipients) && size(self.recipients) > 0) || has(self.recipientSelector)").message("set spec.recipients, spec.recipientSelector or both: a share needs recipients"))]
+#[x_kube(validation = Rule::new("!has(self.recipientSelector) || has(self.recipientSelector.matchLabels) || has(self.recipientSelector.matchExpressions)").message("spec.recipientSelector must not be empty: an empty selector would share with every namespace"))]
+#[x_kube(validation = Rule::new("!has(self.recipientSelector) || !has(self.recipientSelector.matchExpressions) || self.recipientSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])").message("spec.recipientSelector.matchExpressions operators are In, NotIn, Exists or DoesNotExist"))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageShareSpec {
     /// Names of PrivateImages in this namespace to share (1-30, no duplicates).

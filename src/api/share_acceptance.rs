@@ -25,6 +25,8 @@ use super::{FileFormat, FileSource, ShareState};
 )]
 #[x_kube(validation = Rule::new("has(self.owner) != has(self.ownerSelector)").message("set exactly one of spec.owner and spec.ownerSelector"))]
 #[x_kube(validation = Rule::new("!has(self.ownerSelector) || !has(self.images) || size(self.images) == 0").message("spec.images must be empty with spec.ownerSelector: it decides on every image the selected owners offer"))]
+#[x_kube(validation = Rule::new("!has(self.ownerSelector) || has(self.ownerSelector.matchLabels) || has(self.ownerSelector.matchExpressions)").message("spec.ownerSelector must not be empty: an empty selector would decide for every owner"))]
+#[x_kube(validation = Rule::new("!has(self.ownerSelector) || !has(self.ownerSelector.matchExpressions) || self.ownerSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])").message("spec.ownerSelector.matchExpressions operators are In, NotIn, Exists or DoesNotExist"))]
 #[serde(rename_all = "camelCase")]
 pub struct ShareAcceptanceSpec {
     /// The namespace of the tenant that shares the images. Immutable. Exactly one of owner and

@@ -297,6 +297,12 @@ pub fn acceptance_status(
                     (reason, Some(w.acceptance.to_string()))
                 }
                 Some(w) if w.acceptance != *name && w.decision != spec.decision => {
+                    // An acceptance by selector covers several owners' images.
+                    let image = if by_selector {
+                        format!("{}/{image}", owner.owner)
+                    } else {
+                        image.to_string()
+                    };
                     conflicts.push(format!(
                         "{image}: {} of ShareAcceptance {} overrides {}",
                         w.decision.as_str(),
