@@ -163,6 +163,11 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         }
     }
     events.extend(report.failures.iter().map(write_failure_event));
+    if ctx.cache.is_leaving(&ns) {
+        // The namespace began to be deleted while this reconcile ran: the API server refuses
+        // new objects in it, and its Events would go with it anyway.
+        events.clear();
+    }
     // Events are independent of each other and of the order they are read in: a few go out at
     // once, so a tenant with many transitions (a cold start) is not held up by their round
     // trips.
