@@ -755,10 +755,17 @@ fn cluster_role_holds_every_permission_the_grants_hand_out() {
         return;
     }
     let claims = vm_claims();
-    let grant = |kind| build_grant_with(&image_of_kind(kind), &claims, &["tenant-b", "tenant-c"], &[]);
-    let file_rules = grant(SourceKind::File).role.rules.unwrap();
-    let volume_rules = grant(SourceKind::Volume).role.rules.unwrap();
-    let server_rules = grant(SourceKind::Server).role.rules.unwrap();
+    let grant = |kind| {
+        build_grant_with(
+            &image_of_kind(kind),
+            &claims,
+            &["tenant-b", "tenant-c"],
+            &Vec::new().into(),
+        )
+    };
+    let file_rules = grant(SourceKind::File).role().rules.unwrap();
+    let volume_rules = grant(SourceKind::Volume).role().rules.unwrap();
+    let server_rules = grant(SourceKind::Server).role().rules.unwrap();
     assert!(volume_rules.len() > file_rules.len());
     assert!(server_rules.len() > volume_rules.len());
     assert!(

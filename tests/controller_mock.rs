@@ -202,9 +202,9 @@ fn converged(accepted: bool) -> (PrivateImage, ImageShare, Option<ShareAcceptanc
     });
     let mut grants = ExistingGrants::default();
     for g in a.grants.iter() {
-        let name = g.role.metadata.name.clone().unwrap();
-        grants.roles.insert(name.clone(), Arc::new(g.role.clone()));
-        grants.bindings.insert(name, Arc::new(g.binding.clone()));
+        let name = g.role().metadata.name.clone().unwrap();
+        grants.roles.insert(name.clone(), Arc::new(g.role()));
+        grants.bindings.insert(name, Arc::new(g.binding()));
     }
     (img, sh, acc, grants)
 }
@@ -721,8 +721,8 @@ async fn a_role_binding_the_operator_did_not_make_is_never_written() {
     let mut existing = ExistingGrants::default();
     existing
         .roles
-        .insert("ims-image-centos-web".into(), Arc::new(grant.role.clone()));
-    let mut foreign = grant.binding.clone();
+        .insert("ims-image-centos-web".into(), Arc::new(grant.role()));
+    let mut foreign = grant.binding();
     foreign.metadata.labels = labelled("ims-image-centos-web", Some("ubuntu")).labels;
     existing
         .bindings

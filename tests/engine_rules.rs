@@ -860,22 +860,22 @@ fn grants_exist_exactly_for_images_with_accepted_pairs() {
     assert_eq!(subjects["x"], [per("b"), per("c")].concat());
     assert_eq!(subjects["z"], per("b"));
     let grant = out.grants("a").iter().find(|g| g.image == "x").unwrap();
-    let sa = grant
-        .binding
+    let (role, binding) = (grant.role(), grant.binding());
+    let sa = binding
         .subjects
         .as_ref()
         .unwrap()
         .iter()
         .find(|s| s.kind == "ServiceAccount");
     assert_eq!(sa.unwrap().namespace.as_deref(), Some("b"));
-    let rules = grant.role.rules.as_ref().unwrap();
+    let rules = role.rules.as_ref().unwrap();
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].verbs, ["get"]);
     assert_eq!(rules[0].resources.as_deref(), Some(&["privateimages".to_string()][..]));
     assert_eq!(rules[0].resource_names.as_deref(), Some(&["x".to_string()][..]));
-    assert_eq!(grant.role.metadata.namespace.as_deref(), Some("a"));
-    assert_eq!(grant.binding.role_ref.name, grant.role.metadata.name.clone().unwrap());
-    let owner = &grant.role.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(role.metadata.namespace.as_deref(), Some("a"));
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    let owner = &role.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("PrivateImage", "uid-a-x"));
     // No grants in the recipients' namespaces.
     assert!(out.grants("b").is_empty() && out.grants("c").is_empty());
@@ -890,7 +890,7 @@ fn volume_source_grant_adds_the_claim_and_the_cdi_clone_permission() {
         .acceptance(acceptance("b", "acc", "a", &[], Decision::Accept, 2));
     s.snap.set_volume("a", "golden-disk", Some(VolumeState::Bound));
     let out = s.eval();
-    let rules = out.grants("a")[0].role.rules.clone().unwrap();
+    let rules = out.grants("a")[0].role().rules.clone().unwrap();
     let summary: Vec<(String, String, String, String)> = rules
         .iter()
         .map(|r| {

@@ -582,15 +582,15 @@ fn granted(outcomes: &[TenantOutcome]) -> Result<Pairs, TestCaseError> {
     let mut out = BTreeSet::new();
     for o in outcomes {
         for g in o.grants.iter() {
-            prop_assert_eq!(g.role.metadata.namespace.as_deref(), Some(o.namespace.as_str()));
-            let names = g
-                .role
+            let (role, binding) = (g.role(), g.binding());
+            prop_assert_eq!(role.metadata.namespace.as_deref(), Some(o.namespace.as_str()));
+            let names = role
                 .rules
                 .iter()
                 .flatten()
                 .flat_map(|r| r.resource_names.iter().flatten());
             prop_assert!(names.clone().any(|n| *n == g.image));
-            for s in g.binding.subjects.iter().flatten() {
+            for s in binding.subjects.iter().flatten() {
                 let recipient = s.name.strip_prefix("system:serviceaccounts:");
                 let recipient = recipient.ok_or_else(|| TestCaseError::fail(format!("subject {s:?}")))?;
                 prop_assert!(
@@ -601,7 +601,7 @@ fn granted(outcomes: &[TenantOutcome]) -> Result<Pairs, TestCaseError> {
                     g.image
                 );
             }
-            prop_assert!(g.binding.subjects.as_ref().is_some_and(|s| !s.is_empty()));
+            prop_assert!(binding.subjects.as_ref().is_some_and(|s| !s.is_empty()));
         }
     }
     Ok(out)

@@ -405,7 +405,8 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
             }
         }
         for g in o.grants.iter() {
-            for s in g.binding.subjects.iter().flatten() {
+            let binding = g.binding();
+            for s in binding.subjects.iter().flatten() {
                 if let Some(r) = s.name.strip_prefix("system:serviceaccounts:") {
                     view.grants.insert((owner.clone(), g.image.clone(), r.to_string()));
                 }

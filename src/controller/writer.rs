@@ -333,14 +333,7 @@ impl Writer<'_> {
             kind: Kind::PrivateImage,
             namespace: Some(self.ns.to_string()),
             name: grant.image.clone(),
-            uid: grant
-                .role
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .next()
-                .map(|o| o.uid.clone()),
+            uid: grant.image_uid().map(str::to_string),
         };
         let roles: Api<Role> = Api::namespaced(self.client.clone(), self.ns);
         let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), self.ns);
@@ -352,7 +345,7 @@ impl Writer<'_> {
                 &roles,
                 &name,
                 role,
-                &grant.role,
+                &grant.role(),
                 &grant.image,
                 role_matches,
                 report,
@@ -382,7 +375,7 @@ impl Writer<'_> {
                 &bindings,
                 &name,
                 binding,
-                &grant.binding,
+                &grant.binding(),
                 &grant.image,
                 binding_matches,
                 report,

@@ -2,7 +2,7 @@
 //! at least one Accepted pair, in the owner's namespace. The Role's rules come from
 //! [`permissions::recipient_permissions`], the list the admission policy is generated from too.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
@@ -26,12 +26,23 @@ pub const MANAGED_BY: &str = "ims-operator";
 /// Label naming the image a grant is for.
 pub const IMAGE_LABEL: &str = "ims.imageshare.io/image";
 
-/// The Role and RoleBinding for one image.
+/// The Role and RoleBinding for one image, as the few facts they are made from: the engine
+/// keeps a grant per image with accepted recipients (tens of thousands at scale), and the
+/// full Kubernetes objects are several times larger than these facts. [`Grant::role`] and
+/// [`Grant::binding`] build the objects when they are written or shown.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grant {
     pub image: String,
-    pub role: Role,
-    pub binding: RoleBinding,
+    namespace: Option<String>,
+    uid: Option<String>,
+    kind: SourceKind,
+    /// The source's PVC or VirtualMachine name (none for a file source).
+    source_object: Option<String>,
+    /// The disk claims of a `server` source's VirtualMachine.
+    claims: Vec<String>,
+    /// The accepted recipients, sorted.
+    recipients: Vec<String>,
+    templates: Arc<[SubjectTemplate]>,
 }
 
 /// Whether the operator made a Role or RoleBinding: its label, an image label, and the grant
@@ -76,12 +87,19 @@ pub fn grant_rules(image: &PrivateImage, claims: &[String]) -> Vec<PolicyRule> {
     // An image whose source breaks the schema's one-of rule is never Ready, so never granted;
     // should it be, it gets no more than a file source's image.
     let kind = SourceKind::of(&image.spec.source).unwrap_or(SourceKind::File);
-    let name = image.name_any();
-    let object = SourceKind::object_name(&image.spec.source);
+    rules_for(
+        kind,
+        &image.name_any(),
+        SourceKind::object_name(&image.spec.source),
+        claims,
+    )
+}
+
+fn rules_for(kind: SourceKind, image: &str, source_object: Option<&str>, claims: &[String]) -> Vec<PolicyRule> {
     permissions::recipient_permissions(kind)
         .iter()
         .filter_map(|p| {
-            let names = permissions::target_names(p, &name, object, claims);
+            let names = permissions::target_names(p, image, source_object, claims);
             // No names would mean every object of the namespace.
             (!names.is_empty()).then(|| PolicyRule {
                 api_groups: Some(vec![p.group.into()]),
@@ -99,71 +117,99 @@ pub fn build_grant_with(
     image: &PrivateImage,
     claims: &[String],
     accepted: &[&str],
-    templates: &[SubjectTemplate],
+    templates: &Arc<[SubjectTemplate]>,
 ) -> Grant {
-    let name = grant_name(&image.name_any());
-    let namespace = image.namespace();
-    let labels = BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-        (IMAGE_LABEL.to_string(), image.name_any()),
-    ]);
-    let owner_references = image.uid().map(|uid| {
-        vec![OwnerReference {
-            api_version: API_VERSION.into(),
-            kind: "PrivateImage".into(),
-            name: image.name_any(),
-            uid,
-            ..Default::default()
-        }]
-    });
-    let metadata = ObjectMeta {
-        name: Some(name.clone()),
-        namespace,
-        labels: Some(labels),
-        owner_references,
-        ..Default::default()
-    };
-    let rules = grant_rules(image, claims);
-    let mut subjects = Vec::new();
-    for recipient in accepted {
-        subjects.push(Subject {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Group".into(),
-            name: format!("system:serviceaccounts:{recipient}"),
-            namespace: None,
-        });
-        for t in templates {
-            subjects.push(match t.kind.as_str() {
-                "ServiceAccount" => Subject {
-                    api_group: None,
-                    kind: "ServiceAccount".into(),
-                    name: t.render(recipient),
-                    namespace: Some(recipient.to_string()),
-                },
-                kind => Subject {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: kind.into(),
-                    name: t.render(recipient),
-                    namespace: None,
-                },
-            });
-        }
-    }
     Grant {
         image: image.name_any(),
-        role: Role {
-            metadata: metadata.clone(),
-            rules: Some(rules),
-        },
-        binding: RoleBinding {
-            metadata,
+        namespace: image.namespace(),
+        uid: image.uid(),
+        kind: SourceKind::of(&image.spec.source).unwrap_or(SourceKind::File),
+        source_object: SourceKind::object_name(&image.spec.source).map(str::to_string),
+        claims: claims.to_vec(),
+        recipients: accepted.iter().map(|r| r.to_string()).collect(),
+        templates: templates.clone(),
+    }
+}
+
+impl Grant {
+    /// The uid of the PrivateImage the grant is for (its owner), when known.
+    pub fn image_uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+
+    fn metadata(&self) -> ObjectMeta {
+        let labels = BTreeMap::from([
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+            (IMAGE_LABEL.to_string(), self.image.clone()),
+        ]);
+        let owner_references = self.uid.as_ref().map(|uid| {
+            vec![OwnerReference {
+                api_version: API_VERSION.into(),
+                kind: "PrivateImage".into(),
+                name: self.image.clone(),
+                uid: uid.clone(),
+                ..Default::default()
+            }]
+        });
+        ObjectMeta {
+            name: Some(grant_name(&self.image)),
+            namespace: self.namespace.clone(),
+            labels: Some(labels),
+            owner_references,
+            ..Default::default()
+        }
+    }
+
+    /// The Role: every permission of the image's source kind, by resourceName.
+    pub fn role(&self) -> Role {
+        Role {
+            metadata: self.metadata(),
+            rules: Some(rules_for(
+                self.kind,
+                &self.image,
+                self.source_object.as_deref(),
+                &self.claims,
+            )),
+        }
+    }
+
+    /// The RoleBinding of the Role to every accepted recipient's service accounts and the
+    /// configured subjects.
+    pub fn binding(&self) -> RoleBinding {
+        let mut subjects = Vec::with_capacity(self.recipients.len() * (1 + self.templates.len()));
+        for recipient in &self.recipients {
+            subjects.push(Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Group".into(),
+                name: format!("system:serviceaccounts:{recipient}"),
+                namespace: None,
+            });
+            for t in self.templates.iter() {
+                subjects.push(match t.kind.as_str() {
+                    "ServiceAccount" => Subject {
+                        api_group: None,
+                        kind: "ServiceAccount".into(),
+                        name: t.render(recipient),
+                        namespace: Some(recipient.to_string()),
+                    },
+                    kind => Subject {
+                        api_group: Some("rbac.authorization.k8s.io".into()),
+                        kind: kind.into(),
+                        name: t.render(recipient),
+                        namespace: None,
+                    },
+                });
+            }
+        }
+        RoleBinding {
+            metadata: self.metadata(),
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".into(),
                 kind: "Role".into(),
-                name,
+                name: grant_name(&self.image),
             },
             subjects: Some(subjects),
-        },
+        }
     }
 }
 
@@ -233,7 +279,7 @@ mod tests {
     /// (group, resource, verb, names) of each rule.
     fn rules(grant: &Grant) -> Vec<(String, String, String, Vec<String>)> {
         grant
-            .role
+            .role()
             .rules
             .iter()
             .flatten()
@@ -322,7 +368,7 @@ mod tests {
         );
         assert!(
             grant
-                .role
+                .role()
                 .rules
                 .iter()
                 .flatten()

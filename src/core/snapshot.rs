@@ -224,7 +224,7 @@ pub enum World {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub config: Config,
-    pub subjects: Vec<SubjectTemplate>,
+    pub subjects: Arc<[SubjectTemplate]>,
     pub now: Timestamp,
     pub world: World,
     pub(crate) namespaces: HashMap<String, NamespaceInfo>,
@@ -260,7 +260,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// An empty snapshot. Fails only when the config's grantSubjects do not parse.
     pub fn new(config: Config, world: World, now: Timestamp) -> Result<Self, crate::config::ConfigError> {
-        let subjects = config.subject_templates()?;
+        let subjects = config.subject_templates()?.into();
         Ok(Snapshot {
             config,
             subjects,

@@ -255,7 +255,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
     for o in outcomes {
         for g in o.grants.iter() {
             let subjects: Vec<String> = g
-                .binding
+                .binding()
                 .subjects
                 .iter()
                 .flatten()
@@ -263,7 +263,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                 .collect();
             rows.push(vec![
                 o.namespace.clone(),
-                g.role.metadata.name.clone().unwrap_or_default(),
+                g.role().metadata.name.clone().unwrap_or_default(),
                 subjects.join(", "),
             ]);
         }

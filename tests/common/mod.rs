@@ -365,7 +365,8 @@ impl Outcome {
         self.grants(ns)
             .iter()
             .map(|g| {
-                let subjects = g.binding.subjects.iter().flatten();
+                let binding = g.binding();
+                let subjects = binding.subjects.iter().flatten();
                 (
                     g.image.clone(),
                     subjects.map(|s| format!("{}:{}", s.kind, s.name)).collect(),
