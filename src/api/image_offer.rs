@@ -95,5 +95,6 @@ pub struct OfferedImage {
     pub expires_at: Option<Time>,
     /// How to use the image; present only while Accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<AcceptedSource>,
+    // Boxed: most offered images are not Accepted, and an inbox holds up to 1,000 entries.
+    pub source: Option<Box<AcceptedSource>>,
 }

@@ -9,7 +9,9 @@ use std::{
 use foldhash::HashMap;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{self, Decision, ImageShare, PrivateImage, ShareAcceptance, ShareAcceptanceSpec, ShareState};
+use crate::api::{
+    self, Decision, ImageShare, PrivateImage, RecipientCounts, ShareAcceptance, ShareAcceptanceSpec, ShareState,
+};
 
 use super::{
     limits::{TenantLimits, describe, has_room, region_of, tenant_limits},
@@ -78,8 +80,8 @@ pub struct OwnerEval {
     pub images: BTreeMap<Arc<str>, ImageVerdict>,
     /// Offered pairs by recipient: recipient -> image -> state and decision.
     pub by_recipient: BTreeMap<Arc<str>, BTreeMap<Arc<str>, PairState>>,
-    /// Offered pairs by image: image -> recipient -> state.
-    pub offered: BTreeMap<Arc<str>, BTreeMap<Arc<str>, ShareState>>,
+    /// How many offered pairs of each image are in each state.
+    pub counts: BTreeMap<Arc<str>, RecipientCounts>,
     /// Images admitted under the shared-images limit.
     pub shared_images: BTreeSet<Arc<str>>,
     /// The state each pair has in the current ImageShare statuses, the operator's record
@@ -97,7 +99,7 @@ pub struct OwnerEval {
 impl OwnerEval {
     /// The state of an offered pair; `None` when it is not offered.
     pub fn pair(&self, image: &str, recipient: &str) -> Option<ShareState> {
-        self.offered.get(image)?.get(recipient).copied()
+        self.by_recipient.get(recipient)?.get(image).map(|p| p.state)
     }
 
     /// Images offered to one recipient.
@@ -179,7 +181,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         limits,
         region,
         images,
-        offered: BTreeMap::new(),
+        counts: BTreeMap::new(),
         by_recipient: BTreeMap::new(),
         shared_images: BTreeSet::new(),
         recorded: BTreeMap::new(),
@@ -548,7 +550,7 @@ pub fn share_recipients<'a>(snap: &'a Snapshot, owner: &str, share: &'a ImageSha
     out
 }
 
-/// Decides the state of every offered pair, then indexes the pairs by image too.
+/// Decides the state of every offered pair, then counts the states of each image's pairs.
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
     for (recipient, images) in &mut eval.by_recipient {
         let acceptances: Vec<&Entry<ShareAcceptance>> = snap.acceptances_for(recipient, &eval.owner).collect();
@@ -571,12 +573,15 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
     }
-    for (recipient, images) in &eval.by_recipient {
+    for images in eval.by_recipient.values() {
         for (image, pair) in images {
-            eval.offered
-                .entry(image.clone())
-                .or_default()
-                .insert(recipient.clone(), pair.state);
+            let counts = eval.counts.entry(image.clone()).or_default();
+            match pair.state {
+                ShareState::Pending => counts.pending += 1,
+                ShareState::Accepted => counts.accepted += 1,
+                ShareState::Rejected => counts.rejected += 1,
+                ShareState::Removed => counts.removed += 1,
+            }
         }
     }
 }

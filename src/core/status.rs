@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     AcceptedSource, DecisionReason, ImageOffer, ImageOfferStatus, ImageShare, ImageShareStatus, OfferedImage,
-    PrivateImage, PrivateImageStatus, ReceivedImage, RecipientCounts, RefusedRecipients, ShareAcceptance,
-    ShareAcceptanceStatus, ShareState, SharedImageStatus,
+    PrivateImage, PrivateImageStatus, ReceivedImage, RefusedRecipients, ShareAcceptance, ShareAcceptanceStatus,
+    ShareState, SharedImageStatus,
 };
 
 use super::{
@@ -45,15 +45,7 @@ pub fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage
     let name = &entry.name;
     let previous = image.status.as_ref();
     let verdict = &own.images[name];
-    let mut recipients = RecipientCounts::default();
-    for state in own.offered.get(name).into_iter().flat_map(|m| m.values()) {
-        match state {
-            ShareState::Pending => recipients.pending += 1,
-            ShareState::Accepted => recipients.accepted += 1,
-            ShareState::Rejected => recipients.rejected += 1,
-            ShareState::Removed => recipients.removed += 1,
-        }
-    }
+    let recipients = own.counts.get(name).cloned().unwrap_or_default();
     let generation = image.metadata.generation;
     let previous_conditions = previous.map(|s| s.conditions.as_slice());
     let mut conditions = ready_conditions(
@@ -247,21 +239,22 @@ fn refusal_message(
 
 /// The grants an owner's accepted pairs need.
 pub fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
-    let mut out = Vec::new();
-    for (image, pairs) in &own.offered {
-        let accepted: Vec<&str> = pairs
-            .iter()
-            .filter(|(_, state)| **state == ShareState::Accepted)
-            .map(|(r, _)| &**r)
-            .collect();
-        if accepted.is_empty() {
-            continue;
-        }
-        if let Some(entry) = snap.image(&own.owner, image) {
-            out.push(build_grant(snap, &entry.object, &accepted));
+    // image -> its accepted recipients, in name order as `by_recipient` is.
+    let mut accepted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (recipient, images) in &own.by_recipient {
+        for (image, pair) in images {
+            if pair.state == ShareState::Accepted {
+                accepted.entry(image).or_default().push(recipient);
+            }
         }
     }
-    out
+    accepted
+        .into_iter()
+        .filter_map(|(image, recipients)| {
+            let entry = snap.image(&own.owner, image)?;
+            Some(build_grant(snap, &entry.object, &recipients))
+        })
+        .collect()
 }
 
 /// The status of a ShareAcceptance, and its Ready reason. `owners` are the evaluations of the
@@ -408,7 +401,10 @@ pub fn offer_status(
     current: Option<&ImageOffer>,
 ) -> Option<StatusUpdate<ImageOfferStatus>> {
     let offered = owner.by_recipient.get(recipient)?;
-    let mut status = ImageOfferStatus::default();
+    let mut status = ImageOfferStatus {
+        images: Vec::with_capacity(offered.len().min(MAX_LISTED_IMAGES)),
+        ..Default::default()
+    };
     let mut listed_bytes = 0usize;
     // Shares that offer something to this recipient, with when they end (`None`: never).
     let shares: Vec<(&ImageShare, Option<&Time>)> = snap
@@ -454,17 +450,19 @@ pub fn offer_status(
             continue;
         }
         listed_bytes += entry_bytes;
-        let source = (pair.state == ShareState::Accepted).then(|| AcceptedSource {
-            namespace: owner.owner.clone(),
-            file: spec.source.file.as_ref().map(Into::into),
-            persistent_volume_claim: spec.source.volume.as_ref().map(|v| v.persistent_volume_claim.clone()),
-            virtual_machine: spec.source.server.as_ref().map(|s| s.name.clone()),
-            claims: spec
-                .source
-                .server
-                .as_ref()
-                .map(|s| snap.machine_claims(&owner.owner, &s.name).to_vec())
-                .unwrap_or_default(),
+        let source = (pair.state == ShareState::Accepted).then(|| {
+            Box::new(AcceptedSource {
+                namespace: owner.owner.clone(),
+                file: spec.source.file.as_ref().map(Into::into),
+                persistent_volume_claim: spec.source.volume.as_ref().map(|v| v.persistent_volume_claim.clone()),
+                virtual_machine: spec.source.server.as_ref().map(|s| s.name.clone()),
+                claims: spec
+                    .source
+                    .server
+                    .as_ref()
+                    .map(|s| snap.machine_claims(&owner.owner, &s.name).to_vec())
+                    .unwrap_or_default(),
+            })
         });
         status.images.push(OfferedImage {
             name: image.to_string(),

@@ -122,7 +122,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
     assert_eq!(web.decided_by.as_deref(), Some("from-a"), "{web:?}");
     assert_eq!(
         web.source,
-        Some(AcceptedSource {
+        Some(Box::new(AcceptedSource {
             namespace: a.clone(),
             file: Some(AcceptedFile {
                 url: "s3://images/web.qcow2".into(),
@@ -131,7 +131,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
             persistent_volume_claim: None,
             virtual_machine: None,
             claims: Vec::new(),
-        }),
+        })),
         "how to use the accepted image: {web:?}"
     );
     let db = status.images.iter().find(|i| i.name == "db").unwrap();
