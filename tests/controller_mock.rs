@@ -1186,7 +1186,7 @@ fn offered_x() -> Arc<Cache> {
     let (mut x, mut sh) = (x, sh);
     x.status = Some(a.images[0].status.clone());
     sh.status = Some(a.shares[0].status.clone());
-    assert_eq!(a.shares[0].status.images[0].pending, vec!["tenant-b".to_string()]);
+    assert_eq!(a.shares[0].status.images[0].pending, vec![Arc::<str>::from("tenant-b")]);
     synced_cache_of(vec![x], vec![sh], vec![])
 }
 
@@ -1203,7 +1203,7 @@ fn pair_of_x(cache: &Cache) -> (&'static str, usize) {
         ("Removed", &image.removed),
     ]
     .into_iter()
-    .find(|(_, list)| list.contains(&b))
+    .find(|(_, list)| list.iter().any(|r| **r == *b))
     .map_or("NotOffered", |(state, _)| state);
     (state, outcome.grants.len())
 }

@@ -422,7 +422,7 @@ fn the_four_states() {
     let states: Vec<(String, ShareState, bool)> = seen
         .images
         .iter()
-        .map(|i| (i.name.clone(), i.state, i.source.is_some()))
+        .map(|i| (i.name.to_string(), i.state, i.source.is_some()))
         .collect();
     assert_eq!(
         states,
@@ -530,7 +530,7 @@ fn between_equals_remove_beats_reject_beats_accept_and_the_loser_conflicts() {
                     "{message}"
                 );
                 let weak_x = &out.acceptance("b", "weak").images[0];
-                assert_eq!((weak_x.name.as_str(), weak_x.reason.as_str()), ("x", "Conflict"));
+                assert_eq!((&*weak_x.name, weak_x.reason.as_str()), ("x", "Conflict"));
                 assert_eq!(weak_x.decided_by.as_deref(), Some("strong"));
                 // The losing acceptance gets a Warning, the pair's state no event for it.
                 let events = out.events_on("ShareAcceptance", "b", "weak");
@@ -987,7 +987,7 @@ fn received_images_are_capped_at_1000_with_a_count_of_the_rest() {
     let acc = out.acceptance("b", "all");
     assert_eq!(acc.images.len(), 1000);
     assert_eq!(acc.more_images, 5);
-    let listed: Vec<&str> = acc.images.iter().map(|i| i.name.as_str()).collect();
+    let listed: Vec<&str> = acc.images.iter().map(|i| &*i.name).collect();
     let first: Vec<&str> = names[..1000].iter().map(String::as_str).collect();
     assert_eq!(listed, first, "the first 1000 by name");
     let (_, _, message) = ready(&acc.conditions);
@@ -1284,7 +1284,7 @@ fn a_forged_recipient_status_reveals_nothing_about_unoffered_images() {
     };
     assert_eq!(about("secret").len(), 1, "{notes:?}");
     assert_eq!(about("secret"), about("ghost"), "{notes:?}");
-    assert!(out.acceptance("b", "all").images.iter().all(|i| i.name == "web"));
+    assert!(out.acceptance("b", "all").images.iter().all(|i| &*i.name == "web"));
     assert!(out.inbox("b", "a").iter().all(|(name, _, _)| name == "web"));
 }
 
@@ -1312,7 +1312,7 @@ fn an_unreadable_acceptance_keeps_pairs_from_becoming_accepted() {
         .acceptance("b", "all")
         .images
         .iter()
-        .find(|i| i.name == "new")
+        .find(|i| &*i.name == "new")
         .unwrap()
         .clone();
     assert_eq!(entry.reason.as_str(), "UnreadableAcceptance");
@@ -1570,7 +1570,7 @@ fn an_offer_says_when_it_ends() {
             .unwrap()
             .images
             .iter()
-            .find(|i| i.name == image)
+            .find(|i| &*i.name == image)
             .and_then(|i| i.expires_at.clone())
             .map(|t| t.0)
     };
@@ -1602,7 +1602,11 @@ fn an_offer_is_capped_at_1000_with_a_count_of_the_rest() {
     assert_eq!(offer.images.len(), 1000);
     assert_eq!(offer.more_images, 3);
     assert_eq!(offer.pending, 1003, "the counts cover every offered image");
-    assert_eq!(offer.images.last().unwrap().name, "img-0999", "the first 1000 by name");
+    assert_eq!(
+        &*offer.images.last().unwrap().name,
+        "img-0999",
+        "the first 1000 by name"
+    );
 }
 
 #[test]

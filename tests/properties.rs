@@ -435,7 +435,7 @@ fn usage(outcomes: &[TenantOutcome]) -> BTreeMap<String, Usage> {
         );
         for s in &o.shares {
             for img in &s.status.images {
-                let recipients: BTreeSet<String> = img.recipients().cloned().collect();
+                let recipients: BTreeSet<String> = img.recipients().map(|r| r.to_string()).collect();
                 if !recipients.is_empty() {
                     u.shared.entry(img.name.clone()).or_default().extend(recipients);
                 }
@@ -570,7 +570,7 @@ fn accepted_by_shares(outcomes: &[TenantOutcome]) -> Pairs {
         for u in &o.shares {
             for img in &u.status.images {
                 for r in &img.accepted {
-                    out.insert((o.namespace.clone(), img.name.clone(), r.clone()));
+                    out.insert((o.namespace.clone(), img.name.clone(), r.to_string()));
                 }
             }
         }
@@ -620,14 +620,14 @@ fn accepted_by_recipients(outcomes: &[TenantOutcome], snap: &Snapshot) -> Result
                     "source only while Accepted"
                 );
                 if i.state == ShareState::Accepted {
-                    offered.insert((u.name.clone(), i.name.clone(), o.namespace.clone()));
+                    offered.insert((u.name.clone(), i.name.to_string(), o.namespace.clone()));
                 }
             }
         }
         for u in &o.acceptances {
             let owner = &snap.acceptance(&o.namespace, &u.name).unwrap().object.spec.owner;
             for i in u.status.images.iter().filter(|i| i.state == ShareState::Accepted) {
-                decided.insert((owner.clone(), i.name.clone(), o.namespace.clone()));
+                decided.insert((owner.clone(), i.name.to_string(), o.namespace.clone()));
             }
         }
     }
@@ -647,7 +647,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
             for img in &u.status.images {
                 for (state, list) in img.lists() {
                     for r in list {
-                        let key = (r.clone(), o.namespace.clone(), img.name.clone());
+                        let key = (r.to_string(), o.namespace.clone(), img.name.clone());
                         if let Some(other) = offered.insert(key.clone(), state) {
                             prop_assert_eq!(other, state, "{:?} in two states", key);
                         }
@@ -703,7 +703,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                     count(ShareState::Removed)
                 )
             );
-            let names: Vec<&str> = s.images.iter().map(|i| i.name.as_str()).collect();
+            let names: Vec<&str> = s.images.iter().map(|i| &*i.name).collect();
             let mut sorted = names.clone();
             sorted.sort();
             sorted.dedup();
@@ -722,9 +722,9 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                         let entry = entry.ok_or_else(|| TestCaseError::fail(format!("decidedBy {by} unknown")))?;
                         let spec = &entry.object.spec;
                         prop_assert_eq!(&spec.owner, owner);
-                        prop_assert!(spec.images.is_empty() || spec.images.contains(&i.name));
+                        prop_assert!(spec.images.is_empty() || spec.images.iter().any(|n| **n == *i.name));
                         prop_assert_eq!(spec.decision.state(), i.state);
-                        let own = acceptance_entries[by.as_str()].iter().find(|e| e.name == i.name);
+                        let own = acceptance_entries[&**by].iter().find(|e| *e.name == *i.name);
                         prop_assert_eq!(
                             own.map(|e| (e.state, e.reason, e.decided_by.clone())),
                             Some((i.state, DecisionReason::ThisAcceptance, None)),
@@ -736,7 +736,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                         );
                     }
                 }
-                inbox.insert((recipient.clone(), owner.clone(), i.name.clone()), i.state);
+                inbox.insert((recipient.clone(), owner.clone(), i.name.to_string()), i.state);
             }
         }
         for u in &o.acceptances {
@@ -747,7 +747,8 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                 .filter(|((r, owner, image), _)| r == recipient && *owner == spec.owner && covers(image))
                 .map(|((_, _, image), state)| (image.clone(), *state))
                 .collect();
-            let listed: Vec<(String, ShareState)> = u.status.images.iter().map(|i| (i.name.clone(), i.state)).collect();
+            let listed: Vec<(String, ShareState)> =
+                u.status.images.iter().map(|i| (i.name.to_string(), i.state)).collect();
             prop_assert_eq!(listed, expected, "ShareAcceptance {}/{}", recipient, u.name);
             prop_assert_eq!(u.status.more_images, 0);
             for i in &u.status.images {
@@ -1106,7 +1107,7 @@ proptest! {
         }
         let offered = snap.shares_in(&owner).any(|s| {
             s.object.status.iter().flat_map(|st| &st.images)
-                .any(|i| i.name == secret && i.recipients().any(|r| *r == recipient))
+                .any(|i| *i.name == *secret && i.recipients().any(|r| **r == *recipient))
         });
         prop_assume!(!offered);
         // The recipient forges its statuses: every acceptance claims the image, in some state.
@@ -1121,13 +1122,13 @@ proptest! {
                 DecisionReason::Conflict,
                 DecisionReason::UnreadableAcceptance,
             ][forged_reasons[k % forged_reasons.len()] as usize];
-            status.images.retain(|i| i.name != secret);
+            status.images.retain(|i| *i.name != *secret);
             status.images.push(ReceivedImage {
-                name: secret.clone(),
+                name: secret.as_str().into(),
                 owner: None,
                 state,
                 reason,
-                decided_by: Some(acc.metadata.name.clone().unwrap()),
+                decided_by: acc.metadata.name.as_deref().map(Into::into),
             });
             status.images.sort_by(|a, b| a.name.cmp(&b.name));
             acc.status = Some(status);
@@ -1140,10 +1141,10 @@ proptest! {
                 .offer(&recipient, &owner)
                 .and_then(|o| o.status.clone())
                 .unwrap_or_default();
-            let decided_by = snap.acceptances_in(&recipient).next().map(|e| e.name.to_string());
-            status.images.retain(|i| i.name != secret);
+            let decided_by = snap.acceptances_in(&recipient).next().map(|e| e.name.clone());
+            status.images.retain(|i| *i.name != *secret);
             status.images.push(OfferedImage {
-                name: secret.clone(),
+                name: secret.as_str().into(),
                 state: STATES[state as usize],
                 decided_by,
                 display_name: Some("stale".into()),
@@ -1191,16 +1192,12 @@ fn an_update_keeps_the_age_of_an_object_without_creation_timestamp() {
         let b = outcomes.iter().find(|o| o.namespace == "b").unwrap();
         b.offers[0].status.images[0].decided_by.clone()
     };
-    assert_eq!(
-        inbox(&first),
-        Some("acc1".to_string()),
-        "the first put in is the oldest"
-    );
+    assert_eq!(inbox(&first), Some("acc1".into()), "the first put in is the oldest");
     feed_back(&mut snap, &first);
     let second = core::evaluate_all(&snap);
     assert_eq!(
         inbox(&second),
-        Some("acc1".to_string()),
+        Some("acc1".into()),
         "a status write does not make acc1 younger"
     );
     assert!(second.iter().all(|o| o.writes() == 0));

@@ -371,7 +371,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
             for img in &u.status.images {
                 for (state, list) in img.lists() {
                     for r in list {
-                        found.insert((img.name.clone(), r.clone()), Verdict::Offered(state));
+                        found.insert((img.name.clone(), r.to_string()), Verdict::Offered(state));
                     }
                 }
             }
@@ -422,7 +422,14 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
                 .status
                 .images
                 .iter()
-                .map(|i| (i.name.clone(), i.state, i.reason, i.decided_by.clone()))
+                .map(|i| {
+                    (
+                        i.name.to_string(),
+                        i.state,
+                        i.reason,
+                        i.decided_by.as_deref().map(String::from),
+                    )
+                })
                 .collect();
             view.received
                 .insert((owner.clone(), u.name.clone()), (ready.reason.clone(), list));
@@ -458,9 +465,9 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
                     return Err(format!("{what}: {} {:?} with source {:?}", i.name, i.state, i.source));
                 }
                 list.push((
-                    i.name.clone(),
+                    i.name.to_string(),
                     i.state,
-                    i.decided_by.clone(),
+                    i.decided_by.as_deref().map(String::from),
                     i.expires_at.as_ref().map(|t| t.0),
                 ));
             }
@@ -750,7 +757,7 @@ impl Model<'_> {
             for img in s.object.status.iter().flat_map(|st| &st.images) {
                 for (_, list) in img.lists() {
                     for r in list {
-                        recorded.insert((img.name.clone(), r.clone()));
+                        recorded.insert((img.name.clone(), r.to_string()));
                     }
                 }
             }
@@ -781,7 +788,7 @@ impl Model<'_> {
                 Some(st) => {
                     for img in &st.images {
                         for (_, list) in img.lists() {
-                            held.extend(list.iter().map(|r| (img.name.clone(), r.clone())));
+                            held.extend(list.iter().map(|r| (img.name.clone(), r.to_string())));
                         }
                         if !self.rules.unreadable_share_holds_recorded_pairs_only {
                             held_images.insert(img.name.clone());
@@ -912,7 +919,7 @@ impl Model<'_> {
                     .flat_map(|s| s.object.status.iter().flat_map(|st| &st.images))
                     .filter(|img| img.name == *i)
                     .flat_map(|img| img.lists())
-                    .find(|(_, list)| list.contains(r))
+                    .find(|(_, list)| list.iter().any(|x| **x == **r))
                     .map(|(state, _)| state);
                 withheld = recorded_state != Some(ShareState::Accepted);
                 *state = recorded_state.unwrap_or(ShareState::Pending);

@@ -54,7 +54,7 @@ fn states(out: &Outcome, ns: &str, share: &str, image: &str) -> BTreeMap<String,
     entry
         .lists()
         .into_iter()
-        .flat_map(|(state, list)| list.iter().map(move |r| (r.clone(), state)))
+        .flat_map(|(state, list)| list.iter().map(move |r| (r.to_string(), state)))
         .collect()
 }
 
@@ -140,7 +140,7 @@ fn auto_accept_decides_for_every_matching_owner() {
         .acceptance("r", "auto")
         .images
         .iter()
-        .map(|i| (i.owner.clone(), i.name.clone(), i.state))
+        .map(|i| (i.owner.as_deref().map(String::from), i.name.to_string(), i.state))
         .collect();
     assert_eq!(
         entries,
@@ -280,7 +280,7 @@ fn pairs(out: &Outcome) -> Vec<(String, String, String, ShareState)> {
             for img in &u.status.images {
                 for (state, list) in img.lists() {
                     for r in list {
-                        all.push((o.namespace.clone(), img.name.clone(), r.clone(), state));
+                        all.push((o.namespace.clone(), img.name.clone(), r.to_string(), state));
                     }
                 }
             }

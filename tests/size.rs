@@ -179,7 +179,7 @@ fn largest_share_acceptance_status_fits_in_etcd() {
         1000,
         "moreImages counts the rest"
     );
-    let listed: Vec<&str> = status.images.iter().map(|i| i.name.as_str()).collect();
+    let listed: Vec<&str> = status.images.iter().map(|i| &*i.name).collect();
     assert_eq!(
         listed,
         names[..listed.len()].iter().map(String::as_str).collect::<Vec<_>>(),

@@ -1,5 +1,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{AcceptedSource, Architecture, ImageType, OsType, ShareState};
@@ -68,24 +70,26 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
+// Its strings are `Arc<str>`, shared with the engine's evaluation: the same image name and
+// description are in the inbox of every recipient.
 /// One image offered to this namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferedImage {
     /// The PrivateImage name in the owner's namespace.
-    pub name: String,
+    pub name: Arc<str>,
     /// Pending, Accepted, Rejected or Removed.
     pub state: ShareState,
     /// The ShareAcceptance of this namespace whose decision is in effect, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<String>,
+    pub decided_by: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
+    pub display_name: Option<Arc<str>>,
     pub image_type: ImageType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_type: Option<OsType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
+    pub os_version: Option<Arc<str>>,
     pub architecture: Architecture,
     #[serde(rename = "diskSizeGiB")]
     pub disk_size_gib: i32,

@@ -1,5 +1,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::ShareState;
@@ -86,6 +88,7 @@ pub struct ImageShareStatus {
     pub accepted: i32,
 }
 
+// The names are `Arc<str>`, shared with the engine's evaluation (one per recipient).
 /// Recipients of one image by share state (sorted namespace names).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -96,22 +99,22 @@ pub struct SharedImageStatus {
     #[serde(default)]
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
-    pub pending: Vec<String>,
+    pub pending: Vec<Arc<str>>,
     /// Accepted: these recipients may use the image.
     #[serde(default)]
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
-    pub accepted: Vec<String>,
+    pub accepted: Vec<Arc<str>>,
     /// Rejected by the recipient.
     #[serde(default)]
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
-    pub rejected: Vec<String>,
+    pub rejected: Vec<Arc<str>>,
     /// Removed by the recipient after accepting.
     #[serde(default)]
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
-    pub removed: Vec<String>,
+    pub removed: Vec<Arc<str>>,
     /// Recipients this share lists for the image that are not offered it, by reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 9))]
@@ -134,7 +137,7 @@ pub struct RefusedRecipients {
 
 impl SharedImageStatus {
     /// The four recipient lists, each with the state it holds.
-    pub fn lists(&self) -> [(ShareState, &Vec<String>); 4] {
+    pub fn lists(&self) -> [(ShareState, &Vec<Arc<str>>); 4] {
         [
             (ShareState::Pending, &self.pending),
             (ShareState::Accepted, &self.accepted),
@@ -144,7 +147,7 @@ impl SharedImageStatus {
     }
 
     /// Every recipient the image is offered to, in any state.
-    pub fn recipients(&self) -> impl Iterator<Item = &String> {
+    pub fn recipients(&self) -> impl Iterator<Item = &Arc<str>> {
         self.pending
             .iter()
             .chain(&self.accepted)
@@ -156,7 +159,7 @@ impl SharedImageStatus {
     pub fn state_of(&self, recipient: &str) -> Option<ShareState> {
         self.lists()
             .into_iter()
-            .find(|(_, list)| list.iter().any(|r| r == recipient))
+            .find(|(_, list)| list.iter().any(|r| &**r == recipient))
             .map(|(state, _)| state)
     }
 }

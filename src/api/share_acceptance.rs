@@ -1,5 +1,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{FileFormat, FileSource, ShareState};
@@ -121,17 +123,17 @@ fn is_zero(n: &i32) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct ReceivedImage {
     /// The PrivateImage name in the owner's namespace.
-    pub name: String,
+    pub name: Arc<str>,
     /// The owner namespace, for an acceptance by ownerSelector (which covers several owners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<Arc<str>>,
     /// Pending, Accepted, Rejected or Removed.
     pub state: ShareState,
     /// Whose decision is in effect.
     pub reason: DecisionReason,
     /// The other ShareAcceptance whose decision is in effect, when it is not this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<String>,
+    pub decided_by: Option<Arc<str>>,
 }
 
 /// How the state of an image a ShareAcceptance covers was decided.

@@ -216,7 +216,7 @@ impl Cache {
                     .into_iter()
                     .flat_map(|m| m.values().flatten())
                     .flat_map(|status| &status.images)
-                    .flat_map(|i| i.recipients().cloned()),
+                    .flat_map(|i| i.recipients().map(|r| r.to_string())),
             ),
             _ => {}
         }
@@ -277,7 +277,7 @@ impl Cache {
                 for img in share.object.status.iter().flat_map(|s| &s.images) {
                     for (state, list) in img.lists() {
                         for r in list {
-                            pairs.insert((owner.as_str(), img.name.as_str(), r.as_str()), state.as_str());
+                            pairs.insert((owner.as_str(), img.name.as_str(), &**r), state.as_str());
                         }
                     }
                 }
@@ -322,14 +322,15 @@ fn recipients_of(snap: &Snapshot, owner: &str) -> BTreeSet<String> {
 /// The namespaces a share names, selects by label, or records as offered in its status.
 fn share_recipients(snap: &Snapshot, owner: &str, share: &ImageShare) -> Vec<String> {
     let listed = share.status.iter().flat_map(|s| &s.images).flat_map(|i| i.recipients());
-    let selected = snap.selected_by(owner, share).into_iter().map(String::from);
+    let selected = snap.selected_by(owner, share).into_iter();
     share
         .spec
         .recipients
         .iter()
-        .chain(listed)
-        .cloned()
+        .map(String::as_str)
+        .chain(listed.map(|r| &**r))
         .chain(selected)
+        .map(String::from)
         .collect()
 }
 

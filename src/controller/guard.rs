@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(unreadable.metadata.name.as_deref(), Some("s"));
         assert!(unreadable.error.contains("invalid type"), "{}", unreadable.error);
         let status = unreadable.status.expect("the status decodes on its own");
-        assert_eq!(status.images[0].accepted, vec!["b".to_string()]);
+        assert_eq!(status.images[0].accepted, vec![std::sync::Arc::<str>::from("b")]);
     }
 
     #[test]

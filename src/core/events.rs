@@ -129,7 +129,7 @@ fn share_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), Shar
     for img in status.iter().flat_map(|s| &s.images) {
         for (state, list) in img.lists() {
             for r in list {
-                pairs.insert((img.name.as_str(), r.as_str()), state);
+                pairs.insert((img.name.as_str(), &**r), state);
             }
         }
     }
@@ -251,12 +251,12 @@ pub fn offer_events(
     let before: BTreeMap<&str, (ShareState, Option<&str>)> = old
         .iter()
         .flat_map(|s| &s.images)
-        .map(|i| (i.name.as_str(), (i.state, i.decided_by.as_deref())))
+        .map(|i| (&*i.name, (i.state, i.decided_by.as_deref())))
         .collect();
     let after: BTreeMap<&str, ShareState> = new
         .iter()
         .flat_map(|s| &s.images)
-        .map(|i| (i.name.as_str(), i.state))
+        .map(|i| (&*i.name, i.state))
         .collect();
     let mut events = Vec::new();
     let mut offered = Vec::new();

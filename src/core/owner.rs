@@ -51,6 +51,13 @@ impl Specificity {
     }
 }
 
+/// What an inbox shows of a shared image besides its name (see [`OwnerEval::descriptions`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageDescription {
+    pub display_name: Option<Arc<str>>,
+    pub os_version: Option<Arc<str>>,
+}
+
 /// The decision in effect for an offered pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Winner {
@@ -84,6 +91,8 @@ pub struct OwnerEval {
     pub counts: BTreeMap<Arc<str>, RecipientCounts>,
     /// Images admitted under the shared-images limit.
     pub shared_images: BTreeSet<Arc<str>>,
+    /// The descriptive strings of each shared image, made once for every inbox that lists it.
+    pub descriptions: BTreeMap<Arc<str>, ImageDescription>,
     /// The state each pair has in the current ImageShare statuses, the operator's record
     /// (kept only while some recipient holds an unreadable acceptance, which needs it).
     pub recorded: BTreeMap<(String, String), ShareState>,
@@ -100,6 +109,13 @@ impl OwnerEval {
     /// The state of an offered pair; `None` when it is not offered.
     pub fn pair(&self, image: &str, recipient: &str) -> Option<ShareState> {
         self.by_recipient.get(recipient)?.get(image).map(|p| p.state)
+    }
+
+    /// The recipient's name as this evaluation shares it, and the pair's state; `None` when
+    /// the pair is not offered.
+    pub fn offered_pair(&self, image: &str, recipient: &str) -> Option<(&Arc<str>, ShareState)> {
+        let (name, images) = self.by_recipient.get_key_value(recipient)?;
+        images.get(image).map(|pair| (name, pair.state))
     }
 
     /// Images offered to one recipient.
@@ -184,6 +200,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         counts: BTreeMap::new(),
         by_recipient: BTreeMap::new(),
         shared_images: BTreeSet::new(),
+        descriptions: BTreeMap::new(),
         recorded: BTreeMap::new(),
         private_images_used,
         shared_images_used: 0,
@@ -195,6 +212,16 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     };
     admit_pairs(snap, &mut eval);
     decide_states(snap, &mut eval);
+    for image in &eval.shared_images {
+        if let Some(entry) = snap.image(owner, image) {
+            let spec = &entry.object.spec;
+            let description = ImageDescription {
+                display_name: spec.display_name.as_deref().map(Arc::from),
+                os_version: spec.os_version.as_deref().map(Arc::from),
+            };
+            eval.descriptions.insert(image.clone(), description);
+        }
+    }
     eval
 }
 
@@ -347,9 +374,9 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         for img in share.object.status.iter().flat_map(|s| &s.images) {
             for (state, list) in img.lists() {
                 for r in list {
-                    admitted.insert((img.name.as_str(), r.as_str()));
+                    admitted.insert((img.name.as_str(), &**r));
                     if record_states {
-                        eval.recorded.insert((img.name.clone(), r.clone()), state);
+                        eval.recorded.insert((img.name.clone(), r.to_string()), state);
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! Status builders: the desired status of each object from its owner's evaluation (README.md).
 //! Each returns the status and whether it differs from the current one.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -123,7 +123,12 @@ pub fn share_status(
                     refused_here.entry(reason).or_default().push(recipient.to_string());
                 }
                 None => {
-                    let state = own.pair(image, recipient).unwrap_or(ShareState::Pending);
+                    // Not refused means offered, so the evaluation holds the pair and the
+                    // recipient's shared name.
+                    let (name, state) = match own.offered_pair(image, recipient) {
+                        Some((name, state)) => (name.clone(), state),
+                        None => (Arc::from(recipient), ShareState::Pending),
+                    };
                     offered += 1;
                     let list = match state {
                         ShareState::Pending => &mut entry.pending,
@@ -134,7 +139,7 @@ pub fn share_status(
                         ShareState::Rejected => &mut entry.rejected,
                         ShareState::Removed => &mut entry.removed,
                     };
-                    list.push(recipient.to_string());
+                    list.push(name);
                 }
             }
         }
@@ -275,6 +280,7 @@ pub fn acceptance_status(
     let mut conflicts: Vec<String> = Vec::new();
     let mut images = Vec::new();
     for owner in owners {
+        let owner_name: Option<Arc<str>> = by_selector.then(|| owner.owner.as_str().into());
         for (image, pair) in owner.offered_to(namespace) {
             let Some(mine) = Specificity::of(spec, image) else {
                 continue;
@@ -287,7 +293,7 @@ pub fn acceptance_status(
                         Specificity::Image => DecisionReason::NamedAcceptance,
                         _ => DecisionReason::OwnerAcceptance,
                     };
-                    (reason, Some(w.acceptance.to_string()))
+                    (reason, Some(w.acceptance.clone()))
                 }
                 Some(w) if w.acceptance != *name && w.decision != spec.decision => {
                     // An acceptance by selector covers several owners' images.
@@ -302,14 +308,14 @@ pub fn acceptance_status(
                         w.acceptance,
                         spec.decision.as_str()
                     ));
-                    (DecisionReason::Conflict, Some(w.acceptance.to_string()))
+                    (DecisionReason::Conflict, Some(w.acceptance.clone()))
                 }
                 _ => (DecisionReason::ThisAcceptance, None),
             };
             if images.len() < MAX_LISTED_IMAGES {
                 images.push(ReceivedImage {
-                    name: image.to_string(),
-                    owner: by_selector.then(|| owner.owner.clone()),
+                    name: image.clone(),
+                    owner: owner_name.clone(),
                     state: pair.state,
                     reason,
                     decided_by,
@@ -464,18 +470,19 @@ pub fn offer_status(
                     .unwrap_or_default(),
             })
         });
+        let description = owner.descriptions.get(image);
         status.images.push(OfferedImage {
-            name: image.to_string(),
+            name: image.clone(),
             state: pair.state,
             decided_by: pair
                 .winner
                 .as_ref()
                 .filter(|_| !pair.withheld)
-                .map(|w| w.acceptance.to_string()),
-            display_name: spec.display_name.clone(),
+                .map(|w| w.acceptance.clone()),
+            display_name: description.and_then(|d| d.display_name.clone()),
             image_type: spec.image_type,
             os_type: spec.os_type,
-            os_version: spec.os_version.clone(),
+            os_version: description.and_then(|d| d.os_version.clone()),
             architecture: spec.architecture,
             disk_size_gib: spec.disk_size_gib,
             expires_at: offer_ends(&shares, image),

@@ -46,7 +46,7 @@ pub fn withdrawal_cause(snap: &Snapshot, owner: &OwnerEval, image: &str, recipie
             .status
             .iter()
             .flat_map(|st| &st.images)
-            .any(|i| i.name == image && i.recipients().any(|r| r == recipient))
+            .any(|i| i.name == image && i.recipients().any(|r| **r == *recipient))
     });
     if !recorded {
         return NO_LONGER_OFFERED.into();

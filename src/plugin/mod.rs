@@ -113,7 +113,7 @@ async fn decide(global: &GlobalArgs, decision: Decision, args: &DecideArgs) -> R
     let unlisted: Vec<&String> = covered
         .images
         .iter()
-        .filter(|image| !status.images.iter().any(|offered| &offered.name == *image))
+        .filter(|image| !status.images.iter().any(|offered| *offered.name == **image))
         .collect();
     if !unlisted.is_empty() {
         let names = unlisted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");

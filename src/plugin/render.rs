@@ -49,11 +49,14 @@ fn cells<const N: usize>(texts: [&str; N]) -> Vec<String> {
 
 /// `Linux CentOS 7.6 64bit`, `Linux`, or `-`.
 fn os(image: &OfferedImage) -> String {
-    let os = [image.os_type.map(|t| format!("{t:?}")), image.os_version.clone()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let os = [
+        image.os_type.map(|t| format!("{t:?}")),
+        image.os_version.as_deref().map(String::from),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
     if os.is_empty() { "-".into() } else { os }
 }
 
@@ -79,9 +82,9 @@ pub fn offers(offers: &[ImageOffer], all_namespaces: bool) -> Option<String> {
         for image in images {
             let mut row = vec![
                 offer.spec.owner.clone(),
-                image.name.clone(),
+                image.name.to_string(),
                 image.state.to_string(),
-                image.decided_by.clone().unwrap_or_else(|| "-".into()),
+                image.decided_by.as_deref().unwrap_or("-").to_string(),
                 format!("{:?}", image.image_type),
                 os(image),
                 format!("{}Gi", image.disk_size_gib),
@@ -233,7 +236,7 @@ pub fn acceptance(namespace: &str, decision: Decision, covered: &Covered, applie
             // also covers reasons added to the API later.
             other => format!("{by} ({})", other.as_str()),
         };
-        rows.push(vec![image.name.clone(), image.state.to_string(), decided]);
+        rows.push(vec![image.name.to_string(), image.state.to_string(), decided]);
     }
     if rows.len() > 1 {
         out.push_str(&columns(&rows));
@@ -292,7 +295,7 @@ pub fn share(namespace: &str, plan: &SharePlan<'_>, applied: &ImageShare) -> Str
     for image in &status.images {
         for (state, recipients) in image.lists() {
             for r in recipients {
-                rows.push(vec![image.name.clone(), r.clone(), state.to_string()]);
+                rows.push(vec![image.name.clone(), r.to_string(), state.to_string()]);
             }
         }
         for refused in &image.refused {

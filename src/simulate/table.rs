@@ -125,7 +125,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                             o.namespace.clone(),
                             u.name.clone(),
                             img.name.clone(),
-                            r.clone(),
+                            r.to_string(),
                             s(state.as_str()),
                         ]);
                     }
@@ -172,7 +172,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                     u.name.clone(),
                     ready.clone(),
                     reason.clone(),
-                    img.name.clone(),
+                    img.name.to_string(),
                     s(img.state.as_str()),
                     decided,
                 ]);
@@ -201,17 +201,20 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
     for o in outcomes {
         for u in &o.offers {
             for img in &u.status.images {
-                let os = [img.os_type.map(|t| format!("{t:?}")), img.os_version.clone()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let os = [
+                    img.os_type.map(|t| format!("{t:?}")),
+                    img.os_version.as_deref().map(String::from),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
                 rows.push(vec![
                     o.namespace.clone(),
                     u.name.clone(),
-                    img.name.clone(),
+                    img.name.to_string(),
                     s(img.state.as_str()),
-                    img.decided_by.clone().unwrap_or_else(|| s("-")),
+                    s(img.decided_by.as_deref().unwrap_or("-")),
                     format!("{:?}", img.image_type),
                     if os.is_empty() { s("-") } else { os },
                     format!("{}Gi", img.disk_size_gib),

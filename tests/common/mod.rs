@@ -343,7 +343,7 @@ impl Outcome {
         self.offer(recipient, owner)
             .into_iter()
             .flat_map(|o| &o.images)
-            .map(|i| (i.name.clone(), i.state, i.decided_by.clone()))
+            .map(|i| (i.name.to_string(), i.state, i.decided_by.as_deref().map(String::from)))
             .collect()
     }
 
@@ -433,8 +433,8 @@ pub fn listed(status: &ImageShareStatus, image: &str) -> BTreeSet<String> {
         .images
         .iter()
         .filter(|i| i.name == image)
-        .flat_map(|i| i.pending.iter().chain(&i.accepted).chain(&i.rejected).chain(&i.removed))
-        .cloned()
+        .flat_map(|i| i.recipients())
+        .map(|r| r.to_string())
         .collect()
 }
 
@@ -445,10 +445,10 @@ pub fn received(status: &ShareAcceptanceStatus) -> Vec<(String, ShareState, Stri
         .iter()
         .map(|i| {
             (
-                i.name.clone(),
+                i.name.to_string(),
                 i.state,
                 i.reason.as_str().to_string(),
-                i.decided_by.clone(),
+                i.decided_by.as_deref().map(String::from),
             )
         })
         .collect()

@@ -42,7 +42,7 @@ where
 
 /// The state of one image in an ImageOffer's status.
 fn offered_state(s: &ImageOfferStatus, image: &str) -> Option<ShareState> {
-    s.images.iter().find(|i| i.name == image).map(|i| i.state)
+    s.images.iter().find(|i| &*i.name == image).map(|i| i.state)
 }
 
 /// Waits until the recipient holds no ImageOffer of `owner`; returns how long that took.
@@ -118,7 +118,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
     .await;
     let status = offer.status.unwrap();
     assert_eq!((status.pending, status.accepted), (1, 1), "{status:?}");
-    let web = status.images.iter().find(|i| i.name == "web").unwrap();
+    let web = status.images.iter().find(|i| &*i.name == "web").unwrap();
     assert_eq!(web.decided_by.as_deref(), Some("from-a"), "{web:?}");
     assert_eq!(
         web.source,
@@ -134,7 +134,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
         })),
         "how to use the accepted image: {web:?}"
     );
-    let db = status.images.iter().find(|i| i.name == "db").unwrap();
+    let db = status.images.iter().find(|i| &*i.name == "db").unwrap();
     assert_eq!((db.decided_by.as_deref(), db.source.as_ref()), (None, None), "{db:?}");
     let rows = env.table("imageoffers", &b).await;
     assert_eq!(

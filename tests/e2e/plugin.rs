@@ -139,8 +139,8 @@ fn user_kubeconfig(dir: &TempDir, user: &str, namespace: &str) -> PathBuf {
 fn offered(s: &ImageOfferStatus, image: &str) -> Option<(ShareState, Option<String>)> {
     s.images
         .iter()
-        .find(|i| i.name == image)
-        .map(|i| (i.state, i.decided_by.clone()))
+        .find(|i| &*i.name == image)
+        .map(|i| (i.state, i.decided_by.as_deref().map(String::from)))
 }
 
 /// Waits until the ImageOffer of `owner` in `recipient` shows `image` in `state`, decided by

@@ -13,7 +13,7 @@ fn state_of(s: &ImageShare, image: &str, recipient: &str) -> Option<ShareState> 
         .as_ref()?
         .images
         .iter()
-        .find(|i| i.name == image)?
+        .find(|i| &*i.name == image)?
         .state_of(recipient)
 }
 
@@ -62,7 +62,7 @@ async fn recipient_accepts_rejects_removes_and_reaccepts() {
         env.wait_for::<ShareAcceptance, _>(&b, "from-a", &format!("web is {state}"), move |acc| {
             acc.status
                 .as_ref()
-                .is_some_and(|st| st.images.iter().any(|i| i.name == "web" && i.state == state))
+                .is_some_and(|st| st.images.iter().any(|i| &*i.name == "web" && i.state == state))
         })
         .await;
         expect_access(&env, &a, "web", &b, usable).await;

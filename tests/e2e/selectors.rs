@@ -62,8 +62,8 @@ async fn label(env: &Env, ns: &str, on: bool) {
 fn offered(s: &ImageOfferStatus, image: &str) -> Option<(ShareState, Option<String>)> {
     s.images
         .iter()
-        .find(|i| i.name == image)
-        .map(|i| (i.state, i.decided_by.clone()))
+        .find(|i| &*i.name == image)
+        .map(|i| (i.state, i.decided_by.as_deref().map(String::from)))
 }
 
 /// Waits until the ImageOffer of `owner` in `recipient` lists `image` in `state`.
@@ -246,7 +246,7 @@ async fn b_images_of_an_owner_selected_by_label_are_usable_without_a_decision_ea
                 .status
                 .iter()
                 .flat_map(|s| &s.images)
-                .map(|i| (i.name.clone(), i.owner.clone()))
+                .map(|i| (i.name.to_string(), i.owner.as_deref().map(String::from)))
                 .collect();
             ready_reason(acc.status.as_ref(), |st| &st.conditions) == Some(("True".into(), "Applied".into()))
                 && images
