@@ -6,7 +6,7 @@ use std::{
     sync::Arc,
 };
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
@@ -111,41 +111,26 @@ impl OwnerEval {
         self.by_recipient.get(recipient)?.get(image).map(|p| p.state)
     }
 
-    /// The recipient's name as this evaluation shares it, and the pair's state; `None` when
-    /// the pair is not offered.
-    pub fn offered_pair(&self, image: &str, recipient: &str) -> Option<(&Arc<str>, ShareState)> {
-        let (name, images) = self.by_recipient.get_key_value(recipient)?;
-        images.get(image).map(|pair| (name, pair.state))
-    }
-
     /// Images offered to one recipient.
     pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = (&Arc<str>, &PairState)> {
         self.by_recipient.get(recipient).into_iter().flat_map(|s| s.iter())
     }
 
-    /// Why a pair listed by `share` is not offered; `None` when it is offered.
-    pub fn refusal(&self, snap: &Snapshot, share: &ImageShare, image: &str, recipient: &str) -> Option<Refusal> {
-        if is_expired(snap, share) {
-            return Some(Refusal::Expired);
-        }
-        if let Some(r) = self
-            .image_refusal(snap, image)
-            .or_else(|| self.recipient_refusal(snap, recipient))
-        {
-            return Some(r);
-        }
+    /// Why a pair listed by a share is not offered, in this order: the share expired, then
+    /// [`OwnerEval::image_refusal`], then [`OwnerEval::recipient_refusal`], then, for a pair
+    /// still not offered, this: the limit that refused it.
+    pub fn limit_refusal(&self, image: &str) -> Refusal {
         // With a recipient limit of 0 no image can become a shared image: that limit, not the
         // shared-images one, is what refuses the pair.
-        if self.pair(image, recipient).is_some() {
-            None
-        } else if self.shared_images.contains(image) || !has_room(self.limits.recipients_per_image, 0) {
-            Some(Refusal::RecipientLimitExceeded)
+        if self.shared_images.contains(image) || !has_room(self.limits.recipients_per_image, 0) {
+            Refusal::RecipientLimitExceeded
         } else {
-            Some(Refusal::SharedImageLimitExceeded)
+            Refusal::SharedImageLimitExceeded
         }
     }
 
-    fn image_refusal(&self, snap: &Snapshot, image: &str) -> Option<Refusal> {
+    /// Why no pair of `image` is offered whatever the recipient.
+    pub fn image_refusal(&self, snap: &Snapshot, image: &str) -> Option<Refusal> {
         let Some(verdict) = self.images.get(image) else {
             return Some(Refusal::ImageNotFound);
         };
@@ -156,7 +141,8 @@ impl OwnerEval {
         entry.object.spec.published.then_some(Refusal::ImagePublished)
     }
 
-    fn recipient_refusal(&self, snap: &Snapshot, recipient: &str) -> Option<Refusal> {
+    /// Why no pair with `recipient` is offered whatever the image.
+    pub fn recipient_refusal(&self, snap: &Snapshot, recipient: &str) -> Option<Refusal> {
         if recipient == self.owner {
             return Some(Refusal::RecipientIsOwner);
         }
@@ -369,7 +355,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     // The recorded states are needed only to hold pairs of recipients with an unreadable
     // acceptance; most worlds have none, so they are not copied then.
     let record_states = !snap.unreadable().acceptances.is_empty();
-    let mut admitted: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut admitted: HashSet<(&str, &str)> = HashSet::default();
     for share in &shares {
         for img in share.object.status.iter().flat_map(|s| &s.images) {
             for (state, list) in img.lists() {
@@ -413,7 +399,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     // Candidate pairs: listed by a share that has not expired, image and recipient not refused.
     let mut image_order: Vec<&str> = Vec::new();
     let mut recipients: HashMap<&str, Vec<&str>> = HashMap::default();
-    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut seen: HashSet<(&str, &str)> = HashSet::default();
     let share_recipients: Vec<Vec<&str>> = shares
         .iter()
         .map(|s| share_recipients(snap, &eval.owner, &s.object))
@@ -422,12 +408,17 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         if is_expired(snap, &share.object) {
             continue;
         }
+        let valid: Vec<&str> = listed
+            .iter()
+            .copied()
+            .filter(|r| eval.recipient_refusal(snap, r).is_none())
+            .collect();
         for image in &share.object.spec.images {
             if eval.image_refusal(snap, image).is_some() {
                 continue;
             }
-            for &recipient in listed {
-                if eval.recipient_refusal(snap, recipient).is_some() || !seen.insert((image, recipient)) {
+            for &recipient in &valid {
+                if !seen.insert((image, recipient)) {
                     continue;
                 }
                 let list = recipients.entry(image).or_default();

@@ -105,15 +105,33 @@ pub fn share_status(
     let mut refused: BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
     let (mut offered, mut accepted) = (0, 0);
     let recipients = share_recipients(snap, &own.owner, share);
+    // What does not depend on the image, once per recipient: its refusal, and the pairs
+    // offered to it under its shared name (the order of the refusals: `limit_refusal`).
+    let by_recipient: Vec<_> = recipients
+        .iter()
+        .map(|&r| (r, own.recipient_refusal(snap, r), own.by_recipient.get_key_value(r)))
+        .collect();
+    let expired = is_expired(snap, share);
     for image in &share.spec.images {
         let mut entry = SharedImageStatus {
             name: image.clone(),
             ..Default::default()
         };
+        let image_refusal = if expired {
+            Some(Refusal::Expired)
+        } else {
+            own.image_refusal(snap, image)
+        };
         let mut refused_here: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
-        for &recipient in &recipients {
-            match own.refusal(snap, share, image, recipient) {
-                Some(reason) => {
+        for &(recipient, recipient_refusal, offered_to) in &by_recipient {
+            let pair = offered_to.and_then(|(name, pairs)| Some((name, pairs.get(image.as_str())?.state)));
+            let verdict = match (image_refusal.or(recipient_refusal), pair) {
+                (Some(reason), _) => Err(reason),
+                (None, Some(pair)) => Ok(pair),
+                (None, None) => Err(own.limit_refusal(image)),
+            };
+            match verdict {
+                Err(reason) => {
                     refused
                         .entry(reason)
                         .or_default()
@@ -122,13 +140,7 @@ pub fn share_status(
                         .push(recipient);
                     refused_here.entry(reason).or_default().push(recipient.to_string());
                 }
-                None => {
-                    // Not refused means offered, so the evaluation holds the pair and the
-                    // recipient's shared name.
-                    let (name, state) = match own.offered_pair(image, recipient) {
-                        Some((name, state)) => (name.clone(), state),
-                        None => (Arc::from(recipient), ShareState::Pending),
-                    };
+                Ok((name, state)) => {
                     offered += 1;
                     let list = match state {
                         ShareState::Pending => &mut entry.pending,
@@ -139,7 +151,7 @@ pub fn share_status(
                         ShareState::Rejected => &mut entry.rejected,
                         ShareState::Removed => &mut entry.removed,
                     };
-                    list.push(name);
+                    list.push(name.clone());
                 }
             }
         }
