@@ -148,6 +148,21 @@ fn refused_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), &s
     pairs
 }
 
+/// `image → recipient` items joined as [`name_list`] joins names, formatting only those shown.
+fn pair_list(pairs: &[(&str, &str)], max: usize) -> String {
+    let shown: Vec<String> = pairs
+        .iter()
+        .take(max)
+        .map(|(image, recipient)| format!("{image} → {recipient}"))
+        .collect();
+    let joined = shown.join(", ");
+    if pairs.len() <= max {
+        joined
+    } else {
+        format!("{joined} and {} more", pairs.len() - max)
+    }
+}
+
 pub fn share_events(
     regarding: &Regarding,
     old: Option<&ImageShareStatus>,
@@ -156,44 +171,38 @@ pub fn share_events(
 ) -> Vec<EventSpec> {
     let before = share_pairs(old);
     let after = share_pairs(Some(new));
-    // reason -> "image → recipient" items
-    let mut groups: BTreeMap<EventReason, Vec<String>> = BTreeMap::new();
+    // reason -> (image, recipient) items
+    let mut groups: BTreeMap<EventReason, Vec<(&str, &str)>> = BTreeMap::new();
     for (pair, state) in &after {
         let reason = match before.get(pair) {
             None => EventReason::Offered,
             Some(prev) if prev != state => share_state_reason(*state),
             Some(_) => continue,
         };
-        groups
-            .entry(reason)
-            .or_default()
-            .push(format!("{} → {}", pair.0, pair.1));
+        groups.entry(reason).or_default().push(*pair);
     }
     for pair in before.keys().filter(|p| !after.contains_key(*p)) {
-        groups
-            .entry(EventReason::OfferWithdrawn)
-            .or_default()
-            .push(format!("{} → {}", pair.0, pair.1));
+        groups.entry(EventReason::OfferWithdrawn).or_default().push(*pair);
     }
     let mut events: Vec<EventSpec> = groups
         .into_iter()
         .map(|(reason, items)| {
-            let note = format!("{reason}: {}", name_list(items.iter().map(String::as_str), 20));
+            let note = format!("{reason}: {}", pair_list(&items, 20));
             EventSpec::new(regarding, EventType::Normal, reason.as_str(), Action::Share, note)
         })
         .collect();
     // Every newly refused pair, also when the Ready reason stays the same.
     let refused_before = refused_pairs(old);
-    let mut refused: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut refused: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for (pair, why) in refused_pairs(Some(new)) {
         if refused_before.get(&pair) != Some(&why) {
-            refused.entry(why).or_default().push(format!("{} → {}", pair.0, pair.1));
+            refused.entry(why).or_default().push(pair);
         }
     }
     if !refused.is_empty() {
         let parts: Vec<String> = refused
             .iter()
-            .map(|(why, items)| format!("{why}: {}", name_list(items.iter().map(String::as_str), 20)))
+            .map(|(why, items)| format!("{why}: {}", pair_list(items, 20)))
             .collect();
         events.push(EventSpec::new(
             regarding,
@@ -315,4 +324,18 @@ pub fn offer_events(
         }
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_lists_show_the_first_pairs_and_count_the_rest_as_name_lists_do() {
+        let pairs = [("web", "b"), ("web", "c"), ("db", "b")];
+        assert_eq!(pair_list(&pairs, 3), "web → b, web → c, db → b");
+        assert_eq!(pair_list(&pairs, 2), "web → b, web → c and 1 more");
+        let names: Vec<String> = pairs.iter().map(|(i, r)| format!("{i} → {r}")).collect();
+        assert_eq!(pair_list(&pairs, 1), name_list(names.iter().map(String::as_str), 1));
+    }
 }

@@ -52,8 +52,10 @@ impl Specificity {
 }
 
 /// What an inbox shows of a shared image besides its name (see [`OwnerEval::descriptions`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ImageDescription {
+    /// The PrivateImage as the snapshot held it when evaluated.
+    pub object: Arc<PrivateImage>,
     pub display_name: Option<Arc<str>>,
     pub os_version: Option<Arc<str>>,
 }
@@ -91,7 +93,7 @@ pub struct OwnerEval {
     pub counts: BTreeMap<Arc<str>, RecipientCounts>,
     /// Images admitted under the shared-images limit.
     pub shared_images: BTreeSet<Arc<str>>,
-    /// The descriptive strings of each shared image, made once for every inbox that lists it.
+    /// Each shared image with its descriptive strings, made once for every inbox that lists it.
     pub descriptions: BTreeMap<Arc<str>, ImageDescription>,
     /// The state each pair has in the current ImageShare statuses, the operator's record
     /// (kept only while some recipient holds an unreadable acceptance, which needs it).
@@ -202,6 +204,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         if let Some(entry) = snap.image(owner, image) {
             let spec = &entry.object.spec;
             let description = ImageDescription {
+                object: entry.object.clone(),
                 display_name: spec.display_name.as_deref().map(Arc::from),
                 os_version: spec.os_version.as_deref().map(Arc::from),
             };

@@ -438,10 +438,11 @@ pub fn offer_status(
             ShareState::Rejected => status.rejected += 1,
             ShareState::Removed => status.removed += 1,
         }
-        let Some(source_image) = snap.image(&owner.owner, image) else {
+        // Every offered image is a shared image, which the evaluation describes.
+        let Some(description) = owner.descriptions.get(image) else {
             continue;
         };
-        let spec = &source_image.object.spec;
+        let spec = &description.object.spec;
         let entry_bytes = OFFER_ENTRY_OVERHEAD
             + image.len()
             + owner.owner.len()
@@ -482,7 +483,6 @@ pub fn offer_status(
                     .unwrap_or_default(),
             })
         });
-        let description = owner.descriptions.get(image);
         status.images.push(OfferedImage {
             name: image.clone(),
             state: pair.state,
@@ -491,10 +491,10 @@ pub fn offer_status(
                 .as_ref()
                 .filter(|_| !pair.withheld)
                 .map(|w| w.acceptance.clone()),
-            display_name: description.and_then(|d| d.display_name.clone()),
+            display_name: description.display_name.clone(),
             image_type: spec.image_type,
             os_type: spec.os_type,
-            os_version: description.and_then(|d| d.os_version.clone()),
+            os_version: description.os_version.clone(),
             architecture: spec.architecture,
             disk_size_gib: spec.disk_size_gib,
             expires_at: offer_ends(&shares, image),
