@@ -595,7 +595,7 @@ async fn a_refused_write_is_reported_and_every_other_write_is_still_sent() {
     assert_eq!(failure.reason, "Forbidden");
     assert_eq!(failure.kind, WriteKind::Grant);
     assert_eq!(failure.regarding.kind, Kind::PrivateImage);
-    assert_eq!(failure.regarding.name, granted[0]);
+    assert_eq!(*failure.regarding.name, *granted[0]);
     assert!(
         failure
             .message

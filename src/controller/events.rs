@@ -23,9 +23,9 @@ fn object_reference(r: &Regarding) -> ObjectReference {
     ObjectReference {
         api_version: Some(r.kind.api_version().to_string()),
         kind: Some(r.kind.as_str().to_string()),
-        namespace: r.namespace.clone(),
-        name: Some(r.name.clone()),
-        uid: r.uid.clone(),
+        namespace: r.namespace.as_deref().map(String::from),
+        name: Some(r.name.to_string()),
+        uid: r.uid.as_deref().map(String::from),
         ..Default::default()
     }
 }
@@ -68,12 +68,7 @@ pub fn write_failure_event(failure: &WriteFailure) -> EventSpec {
 
 /// The Warning Event for an object that does not decode.
 pub fn unreadable_event(report: &UnreadableReport) -> EventSpec {
-    let regarding = Regarding {
-        kind: report.kind,
-        namespace: report.metadata.namespace.clone(),
-        name: report.metadata.name.clone().unwrap_or_default(),
-        uid: report.metadata.uid.clone(),
-    };
+    let regarding = Regarding::object(report.kind, &report.metadata);
     let consequence = if report.kept_last_version {
         "the operator keeps using the last version it could read"
     } else {

@@ -149,8 +149,8 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
         if let Some(fault) = fault.as_ref().filter(|f| f.reason == AccessReason::GrantNameTaken) {
             let regarding = Regarding {
                 kind: Kind::PrivateImage,
-                namespace: Some(ns.clone()),
-                name: image.to_string(),
+                namespace: Some(ns.as_str().into()),
+                name: image.as_str().into(),
                 uid: None,
             };
             events.push(EventSpec::new(

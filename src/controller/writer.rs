@@ -5,7 +5,7 @@
 //! conflict) is counted and reported, and the others are still sent. Only losing the leader
 //! lease stops the pass, since then no write may be sent at all.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::{
     api::rbac::v1::{Role, RoleBinding},
@@ -273,8 +273,8 @@ impl Writer<'_> {
     fn regarding<K: Resource<DynamicType = ()>>(&self, name: &str) -> Regarding {
         Regarding {
             kind: kind_of::<K>(),
-            namespace: Some(self.ns.to_string()),
-            name: name.to_string(),
+            namespace: Some(self.ns.into()),
+            name: name.into(),
             uid: None,
         }
     }
@@ -331,9 +331,9 @@ impl Writer<'_> {
         let name = grant_name(&grant.image);
         let regarding = Regarding {
             kind: Kind::PrivateImage,
-            namespace: Some(self.ns.to_string()),
-            name: grant.image.clone(),
-            uid: grant.image_uid().map(str::to_string),
+            namespace: Some(self.ns.into()),
+            name: grant.image.as_str().into(),
+            uid: grant.image_uid().map(Arc::from),
         };
         let roles: Api<Role> = Api::namespaced(self.client.clone(), self.ns);
         let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), self.ns);

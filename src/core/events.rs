@@ -2,7 +2,7 @@
 //! from the difference between the current and the desired status (so an unchanged object
 //! produces none).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
@@ -33,13 +33,13 @@ impl EventType {
     }
 }
 
-/// The object an event is about.
+/// The object an event is about. Its strings are shared by every event about the object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Regarding {
     pub kind: Kind,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub uid: Option<String>,
+    pub namespace: Option<Arc<str>>,
+    pub name: Arc<str>,
+    pub uid: Option<Arc<str>>,
 }
 
 impl Regarding {
@@ -47,9 +47,9 @@ impl Regarding {
     pub fn object(kind: Kind, meta: &ObjectMeta) -> Self {
         Regarding {
             kind,
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
+            namespace: meta.namespace.as_deref().map(Arc::from),
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            uid: meta.uid.as_deref().map(Arc::from),
         }
     }
 }

@@ -385,7 +385,7 @@ impl Outcome {
             .into_iter()
             .filter(|e| {
                 e.regarding.kind.as_str() == kind
-                    && e.regarding.name == name
+                    && *e.regarding.name == *name
                     && (e.regarding.kind == Kind::Namespace || e.regarding.namespace.as_deref() == Some(ns))
             })
             .collect()
