@@ -102,3 +102,18 @@ pub struct OfferedImage {
     // Boxed: most offered images are not Accepted, and an inbox holds up to 1,000 entries.
     pub source: Option<Box<AcceptedSource>>,
 }
+
+impl OfferedImage {
+    /// The OS as tables show it: `Linux CentOS 7.6 64bit`, `Linux`, or `-`.
+    pub fn os_label(&self) -> String {
+        let os = [
+            self.os_type.map(|t| format!("{t:?}")),
+            self.os_version.as_deref().map(String::from),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        if os.is_empty() { "-".into() } else { os }
+    }
+}

@@ -47,19 +47,6 @@ fn cells<const N: usize>(texts: [&str; N]) -> Vec<String> {
     texts.iter().map(|t| t.to_string()).collect()
 }
 
-/// `Linux CentOS 7.6 64bit`, `Linux`, or `-`.
-fn os(image: &OfferedImage) -> String {
-    let os = [
-        image.os_type.map(|t| format!("{t:?}")),
-        image.os_version.as_deref().map(String::from),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join(" ");
-    if os.is_empty() { "-".into() } else { os }
-}
-
 /// The inbox as a table, one row per offered image: `OWNER IMAGE STATE DECIDED-BY TYPE OS DISK
 /// EXPIRES`, with `NAMESPACE` first for `-A`. Sorted by namespace, owner and image; None when
 /// nothing is offered. Offers whose list is cut short (over 1,000 images) get a note.
@@ -86,7 +73,7 @@ pub fn offers(offers: &[ImageOffer], all_namespaces: bool) -> Option<String> {
                 image.state.to_string(),
                 image.decided_by.as_deref().unwrap_or("-").to_string(),
                 format!("{:?}", image.image_type),
-                os(image),
+                image.os_label(),
                 format!("{}Gi", image.disk_size_gib),
                 image
                     .expires_at

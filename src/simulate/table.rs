@@ -201,14 +201,6 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
     for o in outcomes {
         for u in &o.offers {
             for img in &u.status.images {
-                let os = [
-                    img.os_type.map(|t| format!("{t:?}")),
-                    img.os_version.as_deref().map(String::from),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
                 rows.push(vec![
                     o.namespace.clone(),
                     u.name.clone(),
@@ -216,7 +208,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                     s(img.state.as_str()),
                     s(img.decided_by.as_deref().unwrap_or("-")),
                     format!("{:?}", img.image_type),
-                    if os.is_empty() { s("-") } else { os },
+                    img.os_label(),
                     format!("{}Gi", img.disk_size_gib),
                 ]);
             }
