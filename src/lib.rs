@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod columns;
 pub mod config;
 pub mod controller;
 pub mod core;

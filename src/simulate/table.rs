@@ -1,39 +1,10 @@
 //! `simulate -o table`: what the controller would write, for people.
 
-use std::fmt::Write;
-
 use crate::{
     api::ready_condition,
+    columns::columns,
     core::{QuotaUpdate, TenantOutcome},
 };
-
-fn columns(rows: &[Vec<String>]) -> String {
-    let mut widths = Vec::new();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            let w = cell.chars().count();
-            if widths.len() <= i {
-                widths.push(w);
-            } else {
-                widths[i] = widths[i].max(w);
-            }
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
 
 fn ready_cells(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String, String) {
     match ready_condition(conditions) {
