@@ -28,13 +28,6 @@ async fn expect_state(env: &Env, owner: &str, share: &str, image: &str, recipien
     .await;
 }
 
-async fn expect_access(env: &Env, owner: &str, image: &str, recipient: &str, allowed: bool) {
-    env.eventually(&format!("{recipient} may get {owner}/{image}: {allowed}"), || async {
-        env.can_get_image(owner, image, recipient).await == allowed
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn recipient_accepts_rejects_removes_and_reaccepts() {
     let Some(mut env) = env("decisions").await else { return };
@@ -65,13 +58,13 @@ async fn recipient_accepts_rejects_removes_and_reaccepts() {
                 .is_some_and(|st| st.images.iter().any(|i| &*i.name == "web" && i.state == state))
         })
         .await;
-        expect_access(&env, &a, "web", &b, usable).await;
+        env.expect_access(&a, "web", &b, usable).await;
     }
 
     // Deleting the acceptance takes the decision back.
     env.delete::<ShareAcceptance>(&b, "from-a").await;
     expect_state(&env, &a, "s", "web", &b, Some(ShareState::Pending)).await;
-    expect_access(&env, &a, "web", &b, false).await;
+    env.expect_access(&a, "web", &b, false).await;
     let (roles, bindings) = env.grants(&a).await;
     assert!(
         roles.is_empty() && bindings.is_empty(),
@@ -92,13 +85,13 @@ async fn owner_removes_recipient_cancels_share_and_deletes_image() {
     env.apply(share(&a, "s", &["web"], &[&b, &c])).await;
     env.apply(acceptance(&b, "all", &a, &[], "Accept")).await;
     env.apply(acceptance(&c, "all", &a, &[], "Accept")).await;
-    expect_access(&env, &a, "web", &b, true).await;
-    expect_access(&env, &a, "web", &c, true).await;
+    env.expect_access(&a, "web", &b, true).await;
+    env.expect_access(&a, "web", &c, true).await;
 
     // Remove a recipient: c loses access at once, b keeps it.
     env.apply(share(&a, "s", &["web"], &[&b])).await;
     expect_state(&env, &a, "s", "web", &c, None).await;
-    expect_access(&env, &a, "web", &c, false).await;
+    env.expect_access(&a, "web", &c, false).await;
     assert!(env.can_get_image(&a, "web", &b).await);
     env.wait_for::<ShareAcceptance, _>(&c, "all", "NothingOffered", |acc| {
         ready_reason(acc.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "NothingOffered".into()))
@@ -107,17 +100,17 @@ async fn owner_removes_recipient_cancels_share_and_deletes_image() {
 
     // Cancel the share.
     env.delete::<ImageShare>(&a, "s").await;
-    expect_access(&env, &a, "web", &b, false).await;
+    env.expect_access(&a, "web", &b, false).await;
 
     // Share again, then delete the image.
     env.apply(share(&a, "s2", &["web"], &[&b])).await;
-    expect_access(&env, &a, "web", &b, true).await;
+    env.expect_access(&a, "web", &b, true).await;
     env.delete::<PrivateImage>(&a, "web").await;
     env.wait_for::<ImageShare, _>(&a, "s2", "ImageNotFound", |s| {
         ready_reason(s.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "ImageNotFound".into()))
     })
     .await;
-    expect_access(&env, &a, "web", &b, false).await;
+    env.expect_access(&a, "web", &b, false).await;
     env.eventually("the grants of the deleted image are pruned", || async {
         let (roles, bindings) = env.grants(&a).await;
         roles.is_empty() && bindings.is_empty()
@@ -177,7 +170,7 @@ async fn restart_mid_way_converges_without_stale_or_duplicate_grants() {
     env.apply(image(&a, "web")).await;
     env.apply(share(&a, "s", &["web"], &[&b])).await;
     env.apply(acceptance(&b, "from-a", &a, &["web"], "Accept")).await;
-    expect_access(&env, &a, "web", &b, true).await;
+    env.expect_access(&a, "web", &b, true).await;
 
     // While the operator is down: b rejects, and the owner adds c, which accepts.
     env.stop_operator().await;
@@ -192,8 +185,8 @@ async fn restart_mid_way_converges_without_stale_or_duplicate_grants() {
     env.start_operator(Config::default()).await;
     expect_state(&env, &a, "s", "web", &b, Some(ShareState::Rejected)).await;
     expect_state(&env, &a, "s", "web", &c, Some(ShareState::Accepted)).await;
-    expect_access(&env, &a, "web", &b, false).await;
-    expect_access(&env, &a, "web", &c, true).await;
+    env.expect_access(&a, "web", &b, false).await;
+    env.expect_access(&a, "web", &c, true).await;
     let (roles, bindings) = env.grants(&a).await;
     assert_eq!(roles.keys().collect::<Vec<_>>(), ["ims-image-web"]);
     assert_eq!(bindings.keys().collect::<Vec<_>>(), ["ims-image-web"]);
@@ -219,14 +212,14 @@ async fn an_expired_share_revokes_access_on_time_and_says_why() {
     s["spec"]["expiresAt"] = json!(expires.to_string());
     env.apply(s).await;
     env.apply(acceptance(&b, "from-a", &a, &[], "Accept")).await;
-    expect_access(&env, &a, "web", &b, true).await;
+    env.expect_access(&a, "web", &b, true).await;
 
     // Nothing changes at expiry except the clock: the operator must have scheduled itself.
     env.wait_for::<ImageShare, _>(&a, "s", "Ready=False/Expired", |s| {
         ready_reason(s.status.as_ref(), |st| &st.conditions) == Some(("False".into(), "Expired".into()))
     })
     .await;
-    expect_access(&env, &a, "web", &b, false).await;
+    env.expect_access(&a, "web", &b, false).await;
     env.eventually("an AccessRevoked event on the recipient's ShareAcceptance", || async {
         env.events(&b).await.iter().any(|e| {
             e.reason.as_deref() == Some("AccessRevoked")

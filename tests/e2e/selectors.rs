@@ -87,13 +87,6 @@ async fn wait_no_offer(env: &Env, recipient: &str, owner: &str, what: &str) {
     .await;
 }
 
-async fn expect_access(env: &Env, owner: &str, image: &str, recipient: &str, allowed: bool) {
-    env.eventually(&format!("{recipient} may get {owner}/{image}: {allowed}"), || async {
-        env.can_get_image(owner, image, recipient).await == allowed
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_relabelling_a_namespace_moves_the_offer_and_its_access() {
     let Some(mut env) = env("selectrelabel").await else {
@@ -136,7 +129,7 @@ async fn a_relabelling_a_namespace_moves_the_offer_and_its_access() {
     // Accepted: usable.
     env.apply(acceptance(&b, "from-a", &a, &["web"], "Accept")).await;
     wait_offered(&env, &b, &a, "web", ShareState::Accepted).await;
-    expect_access(&env, &a, "web", &b, true).await;
+    env.expect_access(&a, "web", &b, true).await;
 
     // The label goes: so do the offer and the access, and the acceptance says so.
     let started = Instant::now();
@@ -148,7 +141,7 @@ async fn a_relabelling_a_namespace_moves_the_offer_and_its_access() {
         "the ImageOffer of a namespace that stopped matching is deleted",
     )
     .await;
-    expect_access(&env, &a, "web", &b, false).await;
+    env.expect_access(&a, "web", &b, false).await;
     eprintln!(
         "e2e: unlabelled {b}: offer and access gone after {:.1?}",
         started.elapsed()
@@ -179,7 +172,7 @@ async fn a_relabelling_a_namespace_moves_the_offer_and_its_access() {
     let started = Instant::now();
     label(&env, &b, true).await;
     wait_offered(&env, &b, &a, "web", ShareState::Accepted).await;
-    expect_access(&env, &a, "web", &b, true).await;
+    env.expect_access(&a, "web", &b, true).await;
     eprintln!(
         "e2e: relabelled {b}: web Accepted and usable after {:.1?}",
         started.elapsed()
@@ -215,7 +208,7 @@ async fn b_images_of_an_owner_selected_by_label_are_usable_without_a_decision_ea
         Some((ShareState::Accepted, Some("trusted".into()))),
         "decided by the acceptance by label"
     );
-    expect_access(&env, &a, "web", &b, true).await;
+    env.expect_access(&a, "web", &b, true).await;
     eprintln!(
         "e2e: {a}/web accepted by label and usable after {:.1?}",
         started.elapsed()
@@ -226,7 +219,7 @@ async fn b_images_of_an_owner_selected_by_label_are_usable_without_a_decision_ea
     env.apply(image(&a, "db")).await;
     env.apply(share(&a, "s2", &["db"], &[&b])).await;
     wait_offered(&env, &b, &a, "db", ShareState::Accepted).await;
-    expect_access(&env, &a, "db", &b, true).await;
+    env.expect_access(&a, "db", &b, true).await;
     eprintln!("e2e: {a}/db of a second share usable after {:.1?}", started.elapsed());
 
     // c is not labelled: its image waits for a decision.
@@ -276,7 +269,7 @@ async fn b_images_of_an_owner_selected_by_label_are_usable_without_a_decision_ea
     let started = Instant::now();
     label(&env, &c, true).await;
     wait_offered(&env, &b, &c, "tools", ShareState::Accepted).await;
-    expect_access(&env, &c, "tools", &b, true).await;
+    env.expect_access(&c, "tools", &b, true).await;
     eprintln!("e2e: labelled owner {c}: tools usable after {:.1?}", started.elapsed());
 
     // a loses the label: its images wait for a decision again, and their access goes.
@@ -284,7 +277,7 @@ async fn b_images_of_an_owner_selected_by_label_are_usable_without_a_decision_ea
     label(&env, &a, false).await;
     for image in ["web", "db"] {
         wait_offered(&env, &b, &a, image, ShareState::Pending).await;
-        expect_access(&env, &a, image, &b, false).await;
+        env.expect_access(&a, image, &b, false).await;
     }
     eprintln!(
         "e2e: unlabelled owner {a}: web and db Pending, access gone after {:.1?}",

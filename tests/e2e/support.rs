@@ -484,6 +484,14 @@ impl Env {
         }
     }
 
+    /// Waits until `recipient` may (or may not) get the image.
+    pub async fn expect_access(&self, owner: &str, image: &str, recipient: &str, allowed: bool) {
+        self.eventually(&format!("{recipient} may get {owner}/{image}: {allowed}"), || async {
+            self.can_get_image(owner, image, recipient).await == allowed
+        })
+        .await;
+    }
+
     /// `kubectl auth can-i get privateimage/<image> -n <owner> --as system:serviceaccount:<recipient>:default`
     pub async fn can_get_image(&self, owner: &str, image: &str, recipient: &str) -> bool {
         let review = SubjectAccessReview {
