@@ -137,14 +137,9 @@ async fn decide(global: &GlobalArgs, decision: Decision, args: &DecideArgs) -> R
         "metadata": {"name": name, "namespace": ns},
         "spec": {"owner": owner, "images": covered.images, "decision": decision.as_str()},
     });
-    let mut applied = cluster.apply(&sacc, ns, &name, &body).await?;
-    if args.wait > 0 {
-        applied = wait_observed(&cluster, &sacc, &name, applied, args.wait).await?;
-    }
-    if global.output != Output::Table {
-        emit(&render::objects(global.output, vec![applied], false));
+    let Some(applied) = apply_observed(&cluster, &sacc, &name, &body, args.wait, global.output).await? else {
         return Ok(());
-    }
+    };
     let applied: ShareAcceptance = decode(&applied)?;
     emit(&render::acceptance(ns, decision, &covered, &applied));
     Ok(())
@@ -172,6 +167,27 @@ async fn acceptance_name(cluster: &Cluster, covered: &Covered) -> Result<String,
         "the ShareAcceptances {} in namespace {ns} decide on other images; write one of another name with kubectl apply",
         taken.join(" and ")
     )))
+}
+
+/// Applies `body` to the namespace, waits up to `wait` seconds for the operator to observe it,
+/// and prints it as YAML or JSON when asked; returns it when a table is to be printed.
+async fn apply_observed(
+    cluster: &Cluster,
+    resource: &ApiResource,
+    name: &str,
+    body: &Value,
+    wait: u64,
+    output: Output,
+) -> Result<Option<Value>, PluginError> {
+    let mut applied = cluster.apply(resource, &cluster.namespace, name, body).await?;
+    if wait > 0 {
+        applied = wait_observed(cluster, resource, name, applied, wait).await?;
+    }
+    if output != Output::Table {
+        emit(&render::objects(output, vec![applied], false));
+        return Ok(None);
+    }
+    Ok(Some(applied))
 }
 
 /// Polls the object until the operator's status names its current generation, or `seconds`
@@ -261,14 +277,9 @@ async fn share(global: &GlobalArgs, args: &ShareArgs) -> Result<(), PluginError>
         "spec": spec,
     });
     let ishare = resource::<ImageShare>();
-    let mut applied = cluster.apply(&ishare, ns, &name, &body).await?;
-    if args.wait > 0 {
-        applied = wait_observed(&cluster, &ishare, &name, applied, args.wait).await?;
-    }
-    if global.output != Output::Table {
-        emit(&render::objects(global.output, vec![applied], false));
+    let Some(applied) = apply_observed(&cluster, &ishare, &name, &body, args.wait, global.output).await? else {
         return Ok(());
-    }
+    };
     let plan = render::SharePlan {
         images: &images,
         recipients: &recipients,

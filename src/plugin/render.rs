@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
 use super::{cli::Output, names::Covered};
@@ -203,12 +204,17 @@ pub fn acceptance(namespace: &str, decision: Decision, covered: &Covered, applie
     if status.more_images > 0 {
         let _ = writeln!(out, "… and {} more images", status.more_images);
     }
-    if let Some(ready) = ready_condition(&status.conditions)
+    write_not_ready(&mut out, &status.conditions);
+    out
+}
+
+/// A line saying why an object is not Ready, when it is not.
+fn write_not_ready(out: &mut String, conditions: &[Condition]) {
+    if let Some(ready) = ready_condition(conditions)
         && ready.status != "True"
     {
         let _ = writeln!(out, "Ready: {} ({}): {}", ready.status, ready.reason, ready.message);
     }
-    out
 }
 
 /// What `kubectl ims share` applied, in words.
@@ -270,11 +276,7 @@ pub fn share(namespace: &str, plan: &SharePlan<'_>, applied: &ImageShare) -> Str
     if rows.len() > 1 {
         out.push_str(&columns(&rows));
     }
-    if let Some(ready) = ready_condition(&status.conditions)
-        && ready.status != "True"
-    {
-        let _ = writeln!(out, "Ready: {} ({}): {}", ready.status, ready.reason, ready.message);
-    }
+    write_not_ready(&mut out, &status.conditions);
     out
 }
 
