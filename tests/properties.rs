@@ -441,7 +441,11 @@ fn usage(outcomes: &[TenantOutcome]) -> BTreeMap<String, Usage> {
                 }
             }
         }
-        out.insert(o.namespace.clone(), u);
+        // A namespace that uses nothing has no entry: whether it is evaluated at all depends
+        // on more than its objects (a limit annotation makes it a tenant).
+        if !u.private.is_empty() || !u.shared.is_empty() {
+            out.insert(o.namespace.clone(), u);
+        }
     }
     out
 }
