@@ -359,23 +359,23 @@ fn feed_back_items(items: &mut [Item], kept: &mut Kept, outcomes: &[TenantOutcom
     for o in outcomes {
         let ns = &o.namespace;
         for u in &o.images {
-            if let Item::Image(obj) = &mut items[position[&(2, ns.clone(), u.name.clone())]] {
+            if let Item::Image(obj) = &mut items[position[&(2, ns.clone(), u.name.to_string())]] {
                 obj.status = Some(u.status.clone());
             }
         }
         for u in &o.shares {
-            if let Item::Share(obj) = &mut items[position[&(3, ns.clone(), u.name.clone())]] {
+            if let Item::Share(obj) = &mut items[position[&(3, ns.clone(), u.name.to_string())]] {
                 obj.status = Some(u.status.clone());
             }
         }
         for u in &o.acceptances {
-            if let Item::Acceptance(obj) = &mut items[position[&(4, ns.clone(), u.name.clone())]] {
+            if let Item::Acceptance(obj) = &mut items[position[&(4, ns.clone(), u.name.to_string())]] {
                 obj.status = Some(u.status.clone());
             }
         }
         for u in &o.offers {
             let offer = ImageOffer::of(ns, &u.name, u.status.clone());
-            kept.offers.insert((ns.clone(), u.name.clone()), offer);
+            kept.offers.insert((ns.clone(), u.name.to_string()), offer);
         }
         for owner in &o.withdrawn_offers {
             kept.offers.remove(&(ns.clone(), owner.clone()));
@@ -431,7 +431,7 @@ fn usage(outcomes: &[TenantOutcome]) -> BTreeMap<String, Usage> {
             o.images
                 .iter()
                 .filter(|u| ready(&u.status.conditions).1 != "QuotaExceeded")
-                .map(|u| u.name.clone()),
+                .map(|u| u.name.to_string()),
         );
         for s in &o.shares {
             for img in &s.status.images {
@@ -624,7 +624,7 @@ fn accepted_by_recipients(outcomes: &[TenantOutcome], snap: &Snapshot) -> Result
                     "source only while Accepted"
                 );
                 if i.state == ShareState::Accepted {
-                    offered.insert((u.name.clone(), i.name.to_string(), o.namespace.clone()));
+                    offered.insert((u.name.to_string(), i.name.to_string(), o.namespace.clone()));
                 }
             }
         }
@@ -664,7 +664,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
     for o in outcomes {
         let recipient = &o.namespace;
         let held: BTreeSet<&str> = snap.offers_in(recipient).map(|(owner, _)| owner.as_str()).collect();
-        let kept: BTreeSet<&str> = o.offers.iter().map(|u| u.name.as_str()).collect();
+        let kept: BTreeSet<&str> = o.offers.iter().map(|u| &*u.name).collect();
         prop_assert_eq!(kept.len(), o.offers.len(), "one ImageOffer per owner in {}", recipient);
         let withdrawn: BTreeSet<&str> = o.withdrawn_offers.iter().map(String::as_str).collect();
         prop_assert_eq!(withdrawn.len(), o.withdrawn_offers.len());
@@ -682,7 +682,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
         let acceptance_entries: BTreeMap<&str, &[ReceivedImage]> = o
             .acceptances
             .iter()
-            .map(|u| (u.name.as_str(), u.status.images.as_slice()))
+            .map(|u| (&*u.name, u.status.images.as_slice()))
             .collect();
         for u in &o.offers {
             let owner = &u.name;
@@ -715,7 +715,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
             for i in &s.images {
                 prop_assert_eq!(i.source.is_some(), i.state == ShareState::Accepted);
                 if let Some(source) = &i.source {
-                    prop_assert_eq!(&source.namespace, owner);
+                    prop_assert_eq!(&*source.namespace, &**owner);
                 }
                 match &i.decided_by {
                     None => prop_assert_eq!(i.state, ShareState::Pending, "undecided {}/{}", owner, i.name),
@@ -725,7 +725,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                         let entry = snap.acceptance(recipient, by);
                         let entry = entry.ok_or_else(|| TestCaseError::fail(format!("decidedBy {by} unknown")))?;
                         let spec = &entry.object.spec;
-                        prop_assert_eq!(&spec.owner, owner);
+                        prop_assert_eq!(&*spec.owner, &**owner);
                         prop_assert!(spec.images.is_empty() || spec.images.iter().any(|n| **n == *i.name));
                         prop_assert_eq!(spec.decision.state(), i.state);
                         let own = acceptance_entries[&**by].iter().find(|e| *e.name == *i.name);
@@ -740,7 +740,7 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                         );
                     }
                 }
-                inbox.insert((recipient.clone(), owner.clone(), i.name.to_string()), i.state);
+                inbox.insert((recipient.clone(), owner.to_string(), i.name.to_string()), i.state);
             }
         }
         for u in &o.acceptances {
@@ -764,7 +764,10 @@ fn check_inbox(snap: &Snapshot, outcomes: &[TenantOutcome]) -> Result<(), TestCa
                     }
                     DecisionReason::NamedAcceptance | DecisionReason::OwnerAcceptance | DecisionReason::Conflict => {
                         let by = i.decided_by.as_deref().unwrap_or_default();
-                        prop_assert!(by != u.name && acceptance_entries.contains_key(by), "decidedBy {by:?}");
+                        prop_assert!(
+                            *by != *u.name && acceptance_entries.contains_key(by),
+                            "decidedBy {by:?}"
+                        );
                     }
                     DecisionReason::UnreadableAcceptance => {
                         prop_assert!(false, "no unreadable acceptance in these worlds");
@@ -926,7 +929,7 @@ proptest! {
             // The image counts agree with the share lists.
             for o in &outcomes {
                 for u in &o.images {
-                    let n = by_shares.iter().filter(|(ow, i, _)| *ow == o.namespace && *i == u.name).count();
+                    let n = by_shares.iter().filter(|(ow, i, _)| *ow == o.namespace && **i == *u.name).count();
                     prop_assert_eq!(u.status.recipients.accepted as usize, n);
                 }
             }

@@ -133,28 +133,28 @@ fn feed_back(c: &mut Cluster, outcomes: &[TenantOutcome]) {
     for o in outcomes {
         for u in o.offers.iter().filter(|u| u.changed) {
             let offer = ImageOffer::of(&o.namespace, &u.name, u.status.clone());
-            c.offers.insert((o.namespace.clone(), u.name.clone()), offer);
+            c.offers.insert((o.namespace.clone(), u.name.to_string()), offer);
         }
         for owner in &o.withdrawn_offers {
             c.offers.remove(&(o.namespace.clone(), owner.clone()));
         }
         for u in &o.images {
             for obj in c.images.iter_mut() {
-                if ns_of(&obj.object) == o.namespace && name_of(&obj.object) == u.name {
+                if ns_of(&obj.object) == o.namespace && *name_of(&obj.object) == *u.name {
                     obj.object.status = Some(u.status.clone());
                 }
             }
         }
         for u in &o.shares {
             for obj in c.shares.iter_mut() {
-                if ns_of(&obj.object) == o.namespace && name_of(&obj.object) == u.name {
+                if ns_of(&obj.object) == o.namespace && *name_of(&obj.object) == *u.name {
                     obj.object.status = Some(u.status.clone());
                 }
             }
         }
         for u in &o.acceptances {
             for obj in c.acceptances.iter_mut() {
-                if ns_of(&obj.object) == o.namespace && name_of(&obj.object) == u.name {
+                if ns_of(&obj.object) == o.namespace && *name_of(&obj.object) == *u.name {
                     obj.object.status = Some(u.status.clone());
                 }
             }
@@ -355,7 +355,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
             let ready = u.status.conditions.iter().find(|c| c.type_ == "Ready");
             let ready = ready.ok_or(format!("PrivateImage {owner}/{} has no Ready condition", u.name))?;
             view.images.insert(
-                (owner.clone(), u.name.clone()),
+                (owner.clone(), u.name.to_string()),
                 (ready.reason != "QuotaExceeded", ready.status == "True"),
             );
         }
@@ -363,7 +363,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
             let spec = &c
                 .shares
                 .iter()
-                .find(|s| ns_of(&s.object) == *owner && name_of(&s.object) == u.name)
+                .find(|s| ns_of(&s.object) == *owner && *name_of(&s.object) == *u.name)
                 .ok_or("unknown share")?
                 .object
                 .spec;
@@ -392,7 +392,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
                         .remove(&(image.clone(), recipient.clone()))
                         .unwrap_or(Verdict::Refused("(neither listed nor refused)".into()));
                     view.pairs.insert(
-                        (owner.clone(), u.name.clone(), image.clone(), recipient.clone()),
+                        (owner.clone(), u.name.to_string(), image.clone(), recipient.clone()),
                         verdict,
                     );
                 }
@@ -432,7 +432,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
                 })
                 .collect();
             view.received
-                .insert((owner.clone(), u.name.clone()), (ready.reason.clone(), list));
+                .insert((owner.clone(), u.name.to_string()), (ready.reason.clone(), list));
         }
         // `owner` is the recipient here: the ImageOffers it holds are named after their owners.
         let recipient = owner;
@@ -460,7 +460,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
             let mut list = Vec::new();
             for i in &s.images {
                 let source = i.source.as_ref().map(|src| src.namespace.as_str());
-                let expected = (i.state == ShareState::Accepted).then_some(u.name.as_str());
+                let expected = (i.state == ShareState::Accepted).then_some(&*u.name);
                 if source != expected {
                     return Err(format!("{what}: {} {:?} with source {:?}", i.name, i.state, i.source));
                 }
@@ -471,7 +471,11 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
                     i.expires_at.as_ref().map(|t| t.0),
                 ));
             }
-            if view.offers.insert((recipient.clone(), u.name.clone()), list).is_some() {
+            if view
+                .offers
+                .insert((recipient.clone(), u.name.to_string()), list)
+                .is_some()
+            {
                 return Err(format!("{what} twice"));
             }
         }

@@ -100,7 +100,7 @@ pub struct OfferedImage {
     /// How to use the image; present only while Accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     // Boxed: most offered images are not Accepted, and an inbox holds up to 1,000 entries.
-    pub source: Option<Box<AcceptedSource>>,
+    pub source: Option<Arc<AcceptedSource>>,
 }
 
 impl OfferedImage {

@@ -2,6 +2,8 @@
 //! `lastTransitionTime` moves only when `status` flips, so an unchanged verdict yields a status
 //! equal to the current one and nothing is written.
 
+use std::fmt::Write as _;
+
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
@@ -73,11 +75,29 @@ pub fn truncate(mut text: String, max: usize) -> String {
 
 /// Joins names as `a, b and 3 more` once there are more than `max`.
 pub fn name_list<'a>(names: impl IntoIterator<Item = &'a str>, max: usize) -> String {
-    let names: Vec<&str> = names.into_iter().collect();
-    if names.len() <= max {
-        return names.join(", ");
+    list_of(names, max, |out, name| out.push_str(name))
+}
+
+/// Writes the first `max` items with `write`, joined by `, `, then `and N more` for the rest:
+/// the one buffer every list in a message or note is built in.
+pub fn list_of<T>(items: impl IntoIterator<Item = T>, max: usize, mut write: impl FnMut(&mut String, T)) -> String {
+    let mut out = String::new();
+    let mut more = 0usize;
+    for (i, item) in items.into_iter().enumerate() {
+        if i >= max {
+            more += 1;
+            continue;
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write(&mut out, item);
     }
-    format!("{} and {} more", names[..max].join(", "), names.len() - max)
+    if more > 0 {
+        // Infallible: writing to a String.
+        let _ = write!(out, " and {more} more");
+    }
+    out
 }
 
 #[cfg(test)]

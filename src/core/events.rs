@@ -11,7 +11,7 @@ use crate::api::{
 };
 
 use super::{
-    conditions::{name_list, truncate},
+    conditions::{list_of, name_list, truncate},
     vocabulary::{Action, EventReason, Kind, offer_state_reason, share_state_reason},
 };
 
@@ -45,10 +45,15 @@ pub struct Regarding {
 impl Regarding {
     /// An object of the given kind, as far as it is known (a new one has no uid yet).
     pub fn object(kind: Kind, meta: &ObjectMeta) -> Self {
+        Regarding::named(kind, meta, meta.name.as_deref().unwrap_or_default().into())
+    }
+
+    /// [`Regarding::object`] with the name already shared.
+    pub fn named(kind: Kind, meta: &ObjectMeta, name: Arc<str>) -> Self {
         Regarding {
             kind,
             namespace: meta.namespace.as_deref().map(Arc::from),
-            name: meta.name.as_deref().unwrap_or_default().into(),
+            name,
             uid: meta.uid.as_deref().map(Arc::from),
         }
     }
@@ -103,13 +108,13 @@ fn ready_event(
     } else {
         EventType::Warning
     };
-    Some(EventSpec::new(
-        regarding,
-        type_,
-        reason,
-        action,
-        format!("{READY}={status}: {message}"),
-    ))
+    let mut note = String::with_capacity(READY.len() + 1 + status.len() + 2 + message.len().min(MAX_NOTE));
+    note.push_str(READY);
+    note.push('=');
+    note.push_str(status);
+    note.push_str(": ");
+    note.push_str(message);
+    Some(EventSpec::new(regarding, type_, reason, action, note))
 }
 
 pub fn image_events(
@@ -150,17 +155,11 @@ fn refused_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), &s
 
 /// `image → recipient` items joined as [`name_list`] joins names, formatting only those shown.
 fn pair_list(pairs: &[(&str, &str)], max: usize) -> String {
-    let shown: Vec<String> = pairs
-        .iter()
-        .take(max)
-        .map(|(image, recipient)| format!("{image} → {recipient}"))
-        .collect();
-    let joined = shown.join(", ");
-    if pairs.len() <= max {
-        joined
-    } else {
-        format!("{joined} and {} more", pairs.len() - max)
-    }
+    list_of(pairs, max, |out, (image, recipient)| {
+        out.push_str(image);
+        out.push_str(" → ");
+        out.push_str(recipient);
+    })
 }
 
 pub fn share_events(

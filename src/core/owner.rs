@@ -10,7 +10,8 @@ use foldhash::{HashMap, HashSet};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
-    self, Decision, ImageShare, PrivateImage, RecipientCounts, ShareAcceptance, ShareAcceptanceSpec, ShareState,
+    self, AcceptedSource, Decision, ImageShare, PrivateImage, RecipientCounts, ShareAcceptance, ShareAcceptanceSpec,
+    ShareState,
 };
 
 use super::{
@@ -58,6 +59,8 @@ pub struct ImageDescription {
     pub object: Arc<PrivateImage>,
     pub display_name: Option<Arc<str>>,
     pub os_version: Option<Arc<str>>,
+    /// Where an accepted recipient finds the image.
+    pub source: Arc<AcceptedSource>,
 }
 
 /// The decision in effect for an offered pair.
@@ -83,7 +86,7 @@ pub struct PairState {
 /// made once per evaluation, never per pair.
 #[derive(Clone, Debug)]
 pub struct OwnerEval {
-    pub owner: String,
+    pub owner: Arc<str>,
     pub limits: TenantLimits,
     pub region: Option<String>,
     pub images: BTreeMap<Arc<str>, ImageVerdict>,
@@ -145,7 +148,7 @@ impl OwnerEval {
 
     /// Why no pair with `recipient` is offered whatever the image.
     pub fn recipient_refusal(&self, snap: &Snapshot, recipient: &str) -> Option<Refusal> {
-        if recipient == self.owner {
+        if recipient == &*self.owner {
             return Some(Refusal::RecipientIsOwner);
         }
         let Some(region) = region_of(snap, recipient) else {
@@ -181,7 +184,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     let region = region_of(snap, owner).map(str::to_string);
     let (images, private_images_used) = judge_images(snap, owner, &limits);
     let mut eval = OwnerEval {
-        owner: owner.to_string(),
+        owner: owner.into(),
         limits,
         region,
         images,
@@ -207,6 +210,18 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
                 object: entry.object.clone(),
                 display_name: spec.display_name.as_deref().map(Arc::from),
                 os_version: spec.os_version.as_deref().map(Arc::from),
+                source: Arc::new(AcceptedSource {
+                    namespace: owner.to_string(),
+                    file: spec.source.file.as_ref().map(Into::into),
+                    persistent_volume_claim: spec.source.volume.as_ref().map(|v| v.persistent_volume_claim.clone()),
+                    virtual_machine: spec.source.server.as_ref().map(|s| s.name.clone()),
+                    claims: spec
+                        .source
+                        .server
+                        .as_ref()
+                        .map(|s| snap.machine_claims(owner, &s.name).to_vec())
+                        .unwrap_or_default(),
+                }),
             };
             eval.descriptions.insert(image.clone(), description);
         }
@@ -378,7 +393,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     let unreadable = snap.unreadable();
     let mut held: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut frozen = false;
-    for status in unreadable.shares.get(&eval.owner).into_iter().flat_map(|m| m.values()) {
+    for status in unreadable.shares.get(&*eval.owner).into_iter().flat_map(|m| m.values()) {
         match status {
             Some(status) => {
                 // Only pairs hold slots: an image listed without recipients holds none.
@@ -391,7 +406,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             None => frozen = true,
         }
     }
-    if let Some(images) = unreadable.images.get(&eval.owner) {
+    if let Some(images) = unreadable.images.get(&*eval.owner) {
         for (image, recipient) in &admitted {
             if images.contains_key(*image) {
                 held.entry(image).or_default().insert(recipient);

@@ -15,7 +15,10 @@ use crate::{
     config::{Config, SubjectTemplate},
 };
 
-use super::vocabulary::AccessReason;
+use super::{
+    events::Regarding,
+    vocabulary::{AccessReason, Kind},
+};
 
 /// Position of an object in the "oldest first" order of the README: objects with a
 /// `creationTimestamp` by time, then those without in input order; name breaks ties.
@@ -72,6 +75,8 @@ pub struct Entry<K> {
     /// `metadata.name`, shared by everything the engine derives from the object.
     pub name: Arc<str>,
     pub age: AgeKey,
+    /// The object as events refer to it, built once rather than for every event.
+    pub regarding: Regarding,
 }
 
 /// What the engine knows of a namespace.
@@ -358,6 +363,7 @@ impl Snapshot {
         self.images.entry(ns).or_default().insert(
             name.clone(),
             Entry {
+                regarding: Regarding::named(Kind::PrivateImage, &image.metadata, name.clone()),
                 object: image,
                 name,
                 age,
@@ -390,6 +396,7 @@ impl Snapshot {
         self.shares.entry(ns).or_default().insert(
             name.clone(),
             Entry {
+                regarding: Regarding::named(Kind::ImageShare, &share.metadata, name.clone()),
                 object: share,
                 name,
                 age,
@@ -457,6 +464,7 @@ impl Snapshot {
         self.acceptances.entry(ns).or_default().insert(
             name.clone(),
             Entry {
+                regarding: Regarding::named(Kind::ShareAcceptance, &acceptance.metadata, name.clone()),
                 object: acceptance,
                 name,
                 age,

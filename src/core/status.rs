@@ -6,9 +6,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    AcceptedSource, DecisionReason, ImageOffer, ImageOfferStatus, ImageShare, ImageShareStatus, OfferedImage,
-    PrivateImage, PrivateImageStatus, ReceivedImage, RefusedRecipients, ShareAcceptance, ShareAcceptanceStatus,
-    ShareState, SharedImageStatus,
+    DecisionReason, ImageOffer, ImageOfferStatus, ImageShare, ImageShareStatus, OfferedImage, PrivateImage,
+    PrivateImageStatus, ReceivedImage, RefusedRecipients, ShareAcceptance, ShareAcceptanceStatus, ShareState,
+    SharedImageStatus,
 };
 
 use super::{
@@ -35,7 +35,7 @@ pub const ACCESS_GRANTED: &str = "AccessGranted";
 /// A desired status and whether it differs from the current one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusUpdate<S> {
-    pub name: String,
+    pub name: Arc<str>,
     pub status: S,
     pub changed: bool,
 }
@@ -87,7 +87,7 @@ pub fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage
     };
     let changed = previous != Some(&status);
     StatusUpdate {
-        name: name.to_string(),
+        name: name.clone(),
         status,
         changed,
     }
@@ -205,7 +205,7 @@ pub fn share_status(
     };
     let changed = previous != Some(&status);
     let update = StatusUpdate {
-        name: entry.name.to_string(),
+        name: entry.name.clone(),
         status,
         changed,
     };
@@ -290,9 +290,13 @@ pub fn acceptance_status(
 
     let mut covered = 0usize;
     let mut conflicts: Vec<String> = Vec::new();
-    let mut images = Vec::new();
+    let offered_here: usize = owners
+        .iter()
+        .map(|o| o.by_recipient.get(namespace).map_or(0, BTreeMap::len))
+        .sum();
+    let mut images = Vec::with_capacity(offered_here.min(MAX_LISTED_IMAGES));
     for owner in owners {
-        let owner_name: Option<Arc<str>> = by_selector.then(|| owner.owner.as_str().into());
+        let owner_name: Option<Arc<str>> = by_selector.then(|| owner.owner.clone());
         for (image, pair) in owner.offered_to(namespace) {
             let Some(mine) = Specificity::of(spec, image) else {
                 continue;
@@ -337,9 +341,9 @@ pub fn acceptance_status(
     }
     let more_images = (covered - images.len()) as i32;
     let offered_by = if by_selector {
-        "the owners its ownerSelector matches".to_string()
+        "the owners its ownerSelector matches"
     } else {
-        spec.owner.clone()
+        spec.owner.as_str()
     };
     let (ready, reason, message) = if !conflicts.is_empty() {
         (
@@ -403,7 +407,7 @@ pub fn acceptance_status(
     };
     let changed = previous != Some(&status);
     let update = StatusUpdate {
-        name: name.to_string(),
+        name: name.clone(),
         status,
         changed,
     };
@@ -469,20 +473,7 @@ pub fn offer_status(
             continue;
         }
         listed_bytes += entry_bytes;
-        let source = (pair.state == ShareState::Accepted).then(|| {
-            Box::new(AcceptedSource {
-                namespace: owner.owner.clone(),
-                file: spec.source.file.as_ref().map(Into::into),
-                persistent_volume_claim: spec.source.volume.as_ref().map(|v| v.persistent_volume_claim.clone()),
-                virtual_machine: spec.source.server.as_ref().map(|s| s.name.clone()),
-                claims: spec
-                    .source
-                    .server
-                    .as_ref()
-                    .map(|s| snap.machine_claims(&owner.owner, &s.name).to_vec())
-                    .unwrap_or_default(),
-            })
-        });
+        let source = (pair.state == ShareState::Accepted).then(|| description.source.clone());
         status.images.push(OfferedImage {
             name: image.clone(),
             state: pair.state,

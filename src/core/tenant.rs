@@ -89,9 +89,9 @@ impl Evaluator {
                     let update = image_status(snap, &own, entry);
                     let mut events = Vec::new();
                     if update.changed {
-                        let regarding = Regarding::object(Kind::PrivateImage, &entry.object.metadata);
+                        let regarding = &entry.regarding;
                         let reason = own.images[&entry.name].reason.as_str();
-                        events = image_events(&regarding, entry.object.status.as_ref(), &update.status, reason);
+                        events = image_events(regarding, entry.object.status.as_ref(), &update.status, reason);
                     }
                     (Some(update), events)
                 },
@@ -112,8 +112,8 @@ impl Evaluator {
                     let (update, reason) = share_status(snap, &own, entry);
                     let mut events = Vec::new();
                     if update.changed {
-                        let regarding = Regarding::object(Kind::ImageShare, &entry.object.metadata);
-                        events = share_events(&regarding, entry.object.status.as_ref(), &update.status, reason);
+                        let regarding = &entry.regarding;
+                        events = share_events(regarding, entry.object.status.as_ref(), &update.status, reason);
                     }
                     (Some(update), events)
                 },
@@ -152,8 +152,8 @@ impl Evaluator {
                     let (update, reason) = acceptance_status(snap, &evaluations, entry);
                     let mut events = Vec::new();
                     if update.changed {
-                        let regarding = Regarding::object(Kind::ShareAcceptance, &entry.object.metadata);
-                        events = acceptance_events(&regarding, entry.object.status.as_ref(), &update.status, reason);
+                        let regarding = &entry.regarding;
+                        events = acceptance_events(regarding, entry.object.status.as_ref(), &update.status, reason);
                     }
                     (Some(update), events)
                 },
@@ -189,10 +189,8 @@ impl Evaluator {
                             },
                         };
                         let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
-                        let deciding = |acceptance: &str| {
-                            snap.acceptance(namespace, acceptance)
-                                .map(|e| Regarding::object(Kind::ShareAcceptance, &e.object.metadata))
-                        };
+                        let deciding =
+                            |acceptance: &str| snap.acceptance(namespace, acceptance).map(|e| e.regarding.clone());
                         events = offer_events(&regarding, owner_name, old_status, new_status, &why, &deciding);
                     }
                     (update, events)

@@ -325,21 +325,21 @@ impl Report {
             for u in &o.images {
                 let ready = ready_of(&u.status.conditions);
                 map.insert(
-                    (Kind::PrivateImage, ns.clone(), u.name.clone()),
+                    (Kind::PrivateImage, ns.clone(), u.name.to_string()),
                     (to_value(&u.status), ready),
                 );
             }
             for u in &o.shares {
                 let ready = ready_of(&u.status.conditions);
                 map.insert(
-                    (Kind::ImageShare, ns.clone(), u.name.clone()),
+                    (Kind::ImageShare, ns.clone(), u.name.to_string()),
                     (to_value(&u.status), ready),
                 );
             }
             for u in &o.acceptances {
                 let ready = ready_of(&u.status.conditions);
                 map.insert(
-                    (Kind::ShareAcceptance, ns.clone(), u.name.clone()),
+                    (Kind::ShareAcceptance, ns.clone(), u.name.to_string()),
                     (to_value(&u.status), ready),
                 );
             }

@@ -41,7 +41,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
             }
             rows.push(vec![
                 o.namespace.clone(),
-                u.name.clone(),
+                u.name.to_string(),
                 ready,
                 reason,
                 r.pending.to_string(),
@@ -70,7 +70,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
             }
             rows.push(vec![
                 o.namespace.clone(),
-                u.name.clone(),
+                u.name.to_string(),
                 u.status.offered.to_string(),
                 u.status.accepted.to_string(),
                 ready,
@@ -94,7 +94,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                     for r in list {
                         rows.push(vec![
                             o.namespace.clone(),
-                            u.name.clone(),
+                            u.name.to_string(),
                             img.name.clone(),
                             r.to_string(),
                             s(state.as_str()),
@@ -125,7 +125,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
             if u.status.images.is_empty() {
                 rows.push(vec![
                     o.namespace.clone(),
-                    u.name.clone(),
+                    u.name.to_string(),
                     ready.clone(),
                     reason.clone(),
                     s("-"),
@@ -140,7 +140,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
                 };
                 rows.push(vec![
                     o.namespace.clone(),
-                    u.name.clone(),
+                    u.name.to_string(),
                     ready.clone(),
                     reason.clone(),
                     img.name.to_string(),
@@ -174,7 +174,7 @@ pub fn render(outcomes: &[TenantOutcome]) -> String {
             for img in &u.status.images {
                 rows.push(vec![
                     o.namespace.clone(),
-                    u.name.clone(),
+                    u.name.to_string(),
                     img.name.to_string(),
                     s(img.state.as_str()),
                     s(img.decided_by.as_deref().unwrap_or("-")),

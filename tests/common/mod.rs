@@ -278,7 +278,7 @@ fn write_back(snap: &mut Snapshot, outcomes: &[TenantOutcome], all: bool) {
         for u in o.shares.iter().filter(|u| all || u.changed) {
             let entry = snap
                 .shares_in(ns)
-                .find(|e| e.object.metadata.name.as_deref() == Some(u.name.as_str()));
+                .find(|e| e.object.metadata.name.as_deref() == Some(&*u.name));
             let mut obj = (*entry.expect("evaluated share exists").object).clone();
             obj.status = Some(u.status.clone());
             snap.upsert_share(Arc::new(obj));
@@ -318,12 +318,12 @@ impl Outcome {
     }
 
     pub fn image(&self, ns: &str, name: &str) -> &PrivateImageStatus {
-        let u = self.tenant(ns).images.iter().find(|u| u.name == name);
+        let u = self.tenant(ns).images.iter().find(|u| &*u.name == name);
         &u.unwrap_or_else(|| panic!("no PrivateImage {ns}/{name}")).status
     }
 
     pub fn share(&self, ns: &str, name: &str) -> &ImageShareStatus {
-        let u = self.tenant(ns).shares.iter().find(|u| u.name == name);
+        let u = self.tenant(ns).shares.iter().find(|u| &*u.name == name);
         &u.unwrap_or_else(|| panic!("no ImageShare {ns}/{name}")).status
     }
 
@@ -334,7 +334,7 @@ impl Outcome {
             .find(|o| o.namespace == recipient)?
             .offers
             .iter()
-            .find(|u| u.name == owner)
+            .find(|u| &*u.name == owner)
             .map(|u| &u.status)
     }
 
@@ -348,7 +348,7 @@ impl Outcome {
     }
 
     pub fn acceptance(&self, ns: &str, name: &str) -> &ShareAcceptanceStatus {
-        let u = self.tenant(ns).acceptances.iter().find(|u| u.name == name);
+        let u = self.tenant(ns).acceptances.iter().find(|u| &*u.name == name);
         &u.unwrap_or_else(|| panic!("no ShareAcceptance {ns}/{name}")).status
     }
 

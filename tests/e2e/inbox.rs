@@ -122,7 +122,7 @@ async fn a_the_recipient_sees_what_an_owner_offers_in_its_image_offer() {
     assert_eq!(web.decided_by.as_deref(), Some("from-a"), "{web:?}");
     assert_eq!(
         web.source,
-        Some(Box::new(AcceptedSource {
+        Some(std::sync::Arc::new(AcceptedSource {
             namespace: a.clone(),
             file: Some(AcceptedFile {
                 url: "s3://images/web.qcow2".into(),
