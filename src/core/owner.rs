@@ -105,6 +105,8 @@ pub struct OwnerEval {
     /// offered pair, and slots held by objects the operator can not read).
     pub private_images_used: usize,
     pub shared_images_used: usize,
+    /// The owner's ImageShares that have not expired, in name order (each inbox reads them).
+    pub live_shares: Vec<Arc<ImageShare>>,
     /// The time this evaluation judged expiry against, and the expiry times it depends on.
     evaluated_at: Timestamp,
     expiries: Vec<Timestamp>,
@@ -195,6 +197,11 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         recorded: BTreeMap::new(),
         private_images_used,
         shared_images_used: 0,
+        live_shares: snap
+            .shares_in(owner)
+            .filter(|s| !is_expired(snap, &s.object))
+            .map(|s| s.object.clone())
+            .collect(),
         evaluated_at: snap.now,
         expiries: snap
             .shares_in(owner)
@@ -588,8 +595,16 @@ pub fn share_recipients<'a>(snap: &'a Snapshot, owner: &str, share: &'a ImageSha
 
 /// Decides the state of every offered pair, then counts the states of each image's pairs.
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
+    // Both in recipient name order: walked side by side rather than looked up per recipient.
+    let mut naming = snap.acceptances_naming(&eval.owner).peekable();
     for (recipient, images) in &mut eval.by_recipient {
-        let acceptances: Vec<&Entry<ShareAcceptance>> = snap.acceptances_for(recipient, &eval.owner).collect();
+        while naming.next_if(|(r, _)| *r < &**recipient).is_some() {}
+        let named = naming.next_if(|(r, _)| *r == &**recipient).map(|(_, named)| named);
+        let acceptances: Vec<&Entry<ShareAcceptance>> = named
+            .into_iter()
+            .flatten()
+            .chain(snap.selecting_acceptances(recipient, &eval.owner))
+            .collect();
         let blind = snap.has_unreadable_acceptance(recipient);
         if acceptances.is_empty() && !blind {
             continue;

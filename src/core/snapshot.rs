@@ -68,6 +68,9 @@ impl PartialOrd for AgeKey {
     }
 }
 
+/// A recipient's acceptances of one owner, by recipient, then by name.
+pub(crate) type AcceptancesByRecipient = BTreeMap<String, BTreeMap<Arc<str>, Arc<Entry<ShareAcceptance>>>>;
+
 /// An object with its name and age key.
 #[derive(Clone, Debug)]
 pub struct Entry<K> {
@@ -235,15 +238,18 @@ pub struct Snapshot {
     pub(crate) namespaces: HashMap<String, NamespaceInfo>,
     pub(crate) images: HashMap<String, BTreeMap<Arc<str>, Entry<PrivateImage>>>,
     pub(crate) shares: HashMap<String, BTreeMap<Arc<str>, Entry<ImageShare>>>,
-    pub(crate) acceptances: HashMap<String, BTreeMap<Arc<str>, Entry<ShareAcceptance>>>,
-    /// recipient namespace -> owner namespace -> names of the recipient's acceptances.
-    pub(crate) acceptances_by_owner: HashMap<String, HashMap<String, BTreeSet<Arc<str>>>>,
+    /// Acceptance entries are shared with the indexes below, which deciding an owner's pairs
+    /// reads for every recipient: no lookup by name there.
+    pub(crate) acceptances: HashMap<String, BTreeMap<Arc<str>, Arc<Entry<ShareAcceptance>>>>,
+    /// owner namespace -> recipient namespace -> the recipient's acceptances that name the
+    /// owner, by name. Recipients in name order, as an owner's evaluation walks them.
+    pub(crate) acceptances_about: HashMap<String, AcceptancesByRecipient>,
     /// recipient namespace -> owner namespace -> how many of the owner's ImageShares list it.
     pub(crate) listed_by: HashMap<String, BTreeMap<String, usize>>,
     /// owner namespace -> how many of its ImageShares select recipients by label.
     pub(crate) selecting_owners: BTreeMap<String, usize>,
-    /// recipient namespace -> names of its acceptances that select owners by label.
-    pub(crate) selector_acceptances: HashMap<String, BTreeSet<Arc<str>>>,
+    /// recipient namespace -> its acceptances that select owners by label.
+    pub(crate) selector_acceptances: HashMap<String, BTreeMap<Arc<str>, Arc<Entry<ShareAcceptance>>>>,
     pub(crate) volumes: HashMap<(String, String), VolumeState>,
     pub(crate) machines: HashMap<(String, String), MachineInfo>,
     pub(crate) unreadable: Unreadable,
@@ -275,7 +281,7 @@ impl Snapshot {
             images: HashMap::default(),
             shares: HashMap::default(),
             acceptances: HashMap::default(),
-            acceptances_by_owner: HashMap::default(),
+            acceptances_about: HashMap::default(),
             listed_by: HashMap::default(),
             selecting_owners: BTreeMap::new(),
             selector_acceptances: HashMap::default(),
@@ -445,31 +451,30 @@ impl Snapshot {
             .map(|e| e.age.clone());
         self.remove_acceptance(&ns, &name);
         let age = self.age_of(&acceptance.metadata, known);
-        if acceptance.spec.owner_selector.is_some() {
+        let entry = Arc::new(Entry {
+            regarding: Regarding::named(Kind::ShareAcceptance, &acceptance.metadata, name.clone()),
+            object: acceptance,
+            name: name.clone(),
+            age,
+        });
+        let spec = &entry.object.spec;
+        if spec.owner_selector.is_some() {
             // It may decide for any owner whose labels match.
             self.touch_all();
             self.selector_acceptances
                 .entry(ns.clone())
                 .or_default()
-                .insert(name.clone());
+                .insert(name.clone(), entry.clone());
         } else {
-            self.touch_owner(&acceptance.spec.owner);
-            self.acceptances_by_owner
+            self.touch_owner(&spec.owner);
+            self.acceptances_about
+                .entry(spec.owner.clone())
+                .or_default()
                 .entry(ns.clone())
                 .or_default()
-                .entry(acceptance.spec.owner.clone())
-                .or_default()
-                .insert(name.clone());
+                .insert(name.clone(), entry.clone());
         }
-        self.acceptances.entry(ns).or_default().insert(
-            name.clone(),
-            Entry {
-                regarding: Regarding::named(Kind::ShareAcceptance, &acceptance.metadata, name.clone()),
-                object: acceptance,
-                name,
-                age,
-            },
-        );
+        self.acceptances.entry(ns).or_default().insert(name, entry);
     }
 
     pub fn remove_acceptance(&mut self, namespace: &str, name: &str) {
@@ -487,15 +492,15 @@ impl Snapshot {
         }
         let owner = &old.object.spec.owner;
         self.touch_owner(owner);
-        if let Some(by_owner) = self.acceptances_by_owner.get_mut(namespace) {
-            if let Some(names) = by_owner.get_mut(owner) {
+        if let Some(by_recipient) = self.acceptances_about.get_mut(owner) {
+            if let Some(names) = by_recipient.get_mut(namespace) {
                 names.remove(name);
                 if names.is_empty() {
-                    by_owner.remove(owner);
+                    by_recipient.remove(namespace);
                 }
             }
-            if by_owner.is_empty() {
-                self.acceptances_by_owner.remove(namespace);
+            if by_recipient.is_empty() {
+                self.acceptances_about.remove(owner);
             }
         }
         if self.acceptances.get(namespace).is_some_and(|m| m.is_empty()) {
@@ -627,37 +632,40 @@ impl Snapshot {
     }
 
     pub fn acceptances_in(&self, namespace: &str) -> impl Iterator<Item = &Entry<ShareAcceptance>> {
-        self.acceptances.get(namespace).into_iter().flat_map(|m| m.values())
+        self.acceptances
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(|e| &**e)
     }
 
-    /// The acceptances a recipient namespace wrote about one owner: those that name it, and
-    /// those whose ownerSelector matches its labels.
-    pub fn acceptances_for<'a>(
+    /// The acceptances that name `owner`, by recipient in name order (see
+    /// [`Snapshot::selecting_acceptances`] for those that select it by label).
+    pub fn acceptances_naming<'a>(
+        &'a self,
+        owner: &str,
+    ) -> impl Iterator<Item = (&'a str, impl Iterator<Item = &'a Entry<ShareAcceptance>> + 'a)> + 'a {
+        self.acceptances_about
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(|(recipient, named)| (recipient.as_str(), named.values().map(|e| &**e)))
+    }
+
+    /// The acceptances of a recipient whose ownerSelector matches the labels of `owner`.
+    pub fn selecting_acceptances<'a>(
         &'a self,
         recipient: &str,
         owner: &str,
-    ) -> impl Iterator<Item = &'a Entry<ShareAcceptance>> + 'a {
-        let named = self.acceptances_by_owner.get(recipient).and_then(|m| m.get(owner));
-        let selecting = self.selector_acceptances.get(recipient);
-        let all = self.acceptances.get(recipient);
+    ) -> impl Iterator<Item = &'a Entry<ShareAcceptance>> + use<'a> {
         let labels = self.labels_of(owner);
-        named
-            .into_iter()
-            .flat_map(|n| n.iter())
-            .filter_map(move |n| all.and_then(|m| m.get(n)))
-            .chain(
-                selecting
-                    .into_iter()
-                    .flat_map(|n| n.iter())
-                    .filter_map(move |n| all.and_then(|m| m.get(n)))
-                    .filter(move |e| {
-                        e.object
-                            .spec
-                            .owner_selector
-                            .as_ref()
-                            .is_some_and(|sel| super::selector::matches(sel, labels))
-                    }),
-            )
+        self.selector_acceptances_in(recipient).filter(move |e| {
+            e.object
+                .spec
+                .owner_selector
+                .as_ref()
+                .is_some_and(|sel| super::selector::matches(sel, labels))
+        })
     }
 
     /// The namespaces an ImageShare's recipientSelector selects, by name: existing, not being
@@ -686,13 +694,15 @@ impl Snapshot {
     }
 
     /// The ShareAcceptances of a recipient that select owners by label.
-    pub fn selector_acceptances_in(&self, recipient: &str) -> impl Iterator<Item = &Entry<ShareAcceptance>> {
-        let all = self.acceptances.get(recipient);
+    pub fn selector_acceptances_in<'a>(
+        &'a self,
+        recipient: &str,
+    ) -> impl Iterator<Item = &'a Entry<ShareAcceptance>> + use<'a> {
         self.selector_acceptances
             .get(recipient)
             .into_iter()
-            .flat_map(|n| n.iter())
-            .filter_map(move |n| all.and_then(|m| m.get(n)))
+            .flat_map(|n| n.values())
+            .map(|e| &**e)
     }
 
     /// The owners with an ImageShare that selects recipients by label.
@@ -770,7 +780,7 @@ impl Snapshot {
 
     /// A ShareAcceptance by name.
     pub fn acceptance(&self, namespace: &str, name: &str) -> Option<&Entry<ShareAcceptance>> {
-        self.acceptances.get(namespace)?.get(name)
+        self.acceptances.get(namespace)?.get(name).map(|e| &**e)
     }
 
     /// The ImageOffers a recipient namespace holds, by owner.

@@ -429,10 +429,11 @@ pub fn offer_status(
     };
     let mut listed_bytes = 0usize;
     // Shares that offer something to this recipient, with when they end (`None`: never).
-    let shares: Vec<(&ImageShare, Option<&Time>)> = snap
-        .shares_in(&owner.owner)
-        .map(|s| &*s.object)
-        .filter(|s| !is_expired(snap, s) && share_reaches(snap, &owner.owner, s, recipient))
+    let shares: Vec<(&ImageShare, Option<&Time>)> = owner
+        .live_shares
+        .iter()
+        .map(|s| &**s)
+        .filter(|s| share_reaches(snap, &owner.owner, s, recipient))
         .map(|s| (s, s.spec.expires_at.as_ref()))
         .collect();
     for (image, pair) in offered {
