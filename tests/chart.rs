@@ -25,6 +25,7 @@ use ims_operator::{
         grants::{build_grant_with, grant_rules},
         permissions::{self, AdmissionCheck, SourceKind, Target},
     },
+    yaml,
 };
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -37,7 +38,6 @@ use kube::core::cel::{
         objects::{Key, Map},
     },
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 fn repo() -> &'static Path {
@@ -53,7 +53,7 @@ fn read(path: &Path) -> String {
 }
 
 fn yaml_file(path: &Path) -> Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 // =============================================================================================
@@ -319,8 +319,9 @@ fn template(extra: &[&str]) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|de| Value::deserialize(de).expect("helm template output is YAML"))
+    yaml::documents(&text)
+        .into_iter()
+        .map(|doc| doc.expect("helm template output is YAML"))
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -905,7 +906,7 @@ fn source_access_checks_file_is_generated_from_the_permission_list() {
         "{} drifted from src/core/permissions.rs; run `{REGENERATE}=1 cargo test --test chart`",
         permissions::CHART_CHECKS_FILE
     );
-    let parsed: Value = serde_yaml::from_str(&generated).expect("the generated checks are YAML");
+    let parsed: Value = yaml::from_str(&generated).expect("the generated checks are YAML");
     for key in ["matchConditions", "variables", "validations"] {
         assert!(parsed[key].is_array(), "{key} in {parsed}");
     }
@@ -965,7 +966,7 @@ fn policies_from_template_text() -> Vec<Value> {
     }
     kept.split("\n---\n")
         .filter(|doc| !doc.contains("{{"))
-        .map(|doc| serde_yaml::from_str::<Value>(doc).expect("the policy template without actions is YAML"))
+        .map(|doc| yaml::from_str::<Value>(doc).expect("the policy template without actions is YAML"))
         .filter(|v| !v.is_null())
         .collect()
 }

@@ -116,12 +116,12 @@ fn admin_kubeconfig() -> PathBuf {
 fn user_kubeconfig(dir: &TempDir, user: &str, namespace: &str) -> PathBuf {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let text = std::fs::read_to_string(admin_kubeconfig()).expect("the admin kubeconfig");
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("the admin kubeconfig is YAML");
-    for entry in config["users"].as_sequence_mut().expect("users") {
+    let mut config: Value = ims_operator::yaml::from_str(&text).expect("the admin kubeconfig is YAML");
+    for entry in config["users"].as_array_mut().expect("users") {
         entry["user"]["as"] = user.into();
-        entry["user"]["as-groups"] = serde_yaml::Value::Sequence(vec!["system:authenticated".into()]);
+        entry["user"]["as-groups"] = json!(["system:authenticated"]);
     }
-    for entry in config["contexts"].as_sequence_mut().expect("contexts") {
+    for entry in config["contexts"].as_array_mut().expect("contexts") {
         entry["context"]["namespace"] = namespace.into();
     }
     let path = dir.0.join(format!("{user}.kubeconfig"));
@@ -131,7 +131,7 @@ fn user_kubeconfig(dir: &TempDir, user: &str, namespace: &str) -> PathBuf {
         .mode(0o600)
         .open(&path)
         .expect("create the kubeconfig file");
-    file.write_all(serde_yaml::to_string(&config).unwrap().as_bytes())
+    file.write_all(ims_operator::yaml::to_string(&config).as_bytes())
         .expect("write the kubeconfig");
     path
 }
@@ -320,7 +320,7 @@ async fn a_a_recipient_decides_from_the_command_line() {
     let run = ims(&recipient, &["reject", &a, "-o", "yaml", "--wait", "30"])
         .await
         .expect(0, "reject all");
-    let applied: Value = serde_yaml::from_str(&run.stdout).expect("YAML");
+    let applied: Value = ims_operator::yaml::from_str(&run.stdout).expect("YAML");
     assert_eq!(applied["kind"], "ShareAcceptance");
     assert_eq!(applied["spec"]["decision"], "Reject");
     assert_eq!(
@@ -378,7 +378,7 @@ async fn a_a_recipient_decides_from_the_command_line() {
     let run = ims(&owner, &["usage", "-n", &a, "-o", "yaml"])
         .await
         .expect(0, "usage -o yaml");
-    let listed: Value = serde_yaml::from_str(&run.stdout).expect("YAML");
+    let listed: Value = ims_operator::yaml::from_str(&run.stdout).expect("YAML");
     let kinds: Vec<&str> = listed["items"]
         .as_array()
         .unwrap()

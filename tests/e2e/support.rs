@@ -29,7 +29,7 @@ use kube::{
     core::GroupVersionKind,
     discovery::Scope,
 };
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub const KUBECONFIG_ENV: &str = "IMS_E2E_KUBECONFIG";
@@ -168,8 +168,8 @@ async fn install_chart(admin: Client, admin_kubeconfig: Kubeconfig) -> Installed
     let started = std::time::Instant::now();
     let rendered = render_chart();
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&rendered) {
-        let value = Value::deserialize(doc).expect("the rendered chart is YAML");
+    for doc in ims_operator::yaml::documents(&rendered) {
+        let value = doc.expect("the rendered chart is YAML");
         if value.is_null() || SKIPPED_KINDS.contains(&value["kind"].as_str().unwrap_or_default()) {
             continue;
         }
@@ -664,7 +664,7 @@ pub fn operator_kubeconfig() -> Kubeconfig {
 /// Writes the operator's kubeconfig (it holds a token: owner-only) to `path`.
 pub fn write_operator_kubeconfig(path: &std::path::Path) {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let yaml = serde_yaml::to_string(&operator_kubeconfig()).expect("kubeconfig as YAML");
+    let yaml = ims_operator::yaml::to_string(&operator_kubeconfig());
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
