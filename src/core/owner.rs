@@ -82,6 +82,71 @@ pub struct PairState {
     pub withheld: bool,
 }
 
+/// The pairs offered to one recipient, by image name.
+#[derive(Clone, Debug)]
+pub struct RecipientPairs {
+    pub recipient: Arc<str>,
+    /// In image name order.
+    pub pairs: Vec<(Arc<str>, PairState)>,
+}
+
+impl RecipientPairs {
+    /// The pair of `image`; `None` when it is not offered to this recipient.
+    pub fn get(&self, image: &str) -> Option<&PairState> {
+        let i = self.pairs.binary_search_by(|(name, _)| (**name).cmp(image)).ok()?;
+        Some(&self.pairs[i].1)
+    }
+}
+
+/// Offered pairs by recipient, then by image, both in name order. Built once per evaluation
+/// and then only read, so sorted vectors: one allocation per recipient, searches and in-order
+/// walks over contiguous memory (a map per recipient cost more to build, walk and drop).
+#[derive(Clone, Debug, Default)]
+pub struct OfferedPairs {
+    recipients: Vec<RecipientPairs>,
+}
+
+impl OfferedPairs {
+    /// From (recipient, image) pairs, each once, in any order; all Pending and undecided.
+    fn pending(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> Self {
+        pairs.sort_unstable();
+        let mut recipients: Vec<RecipientPairs> = Vec::new();
+        for (recipient, image) in pairs {
+            let pending = PairState {
+                state: ShareState::Pending,
+                winner: None,
+                withheld: false,
+            };
+            match recipients.last_mut() {
+                Some(last) if last.recipient == recipient => last.pairs.push((image, pending)),
+                _ => recipients.push(RecipientPairs {
+                    recipient,
+                    pairs: vec![(image, pending)],
+                }),
+            }
+        }
+        OfferedPairs { recipients }
+    }
+
+    /// The pairs offered to `recipient`.
+    pub fn get(&self, recipient: &str) -> Option<&RecipientPairs> {
+        let i = self
+            .recipients
+            .binary_search_by(|r| (*r.recipient).cmp(recipient))
+            .ok()?;
+        Some(&self.recipients[i])
+    }
+
+    /// Every recipient's pairs, in recipient name order.
+    pub fn iter(&self) -> std::slice::Iter<'_, RecipientPairs> {
+        self.recipients.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recipients.is_empty()
+    }
+}
+
 /// Everything decided for one owner tenant. Names are shared with the snapshot's entries or
 /// made once per evaluation, never per pair.
 #[derive(Clone, Debug)]
@@ -91,7 +156,7 @@ pub struct OwnerEval {
     pub region: Option<String>,
     pub images: BTreeMap<Arc<str>, ImageVerdict>,
     /// Offered pairs by recipient: recipient -> image -> state and decision.
-    pub by_recipient: BTreeMap<Arc<str>, BTreeMap<Arc<str>, PairState>>,
+    pub by_recipient: OfferedPairs,
     /// How many offered pairs of each image are in each state.
     pub counts: BTreeMap<Arc<str>, RecipientCounts>,
     /// Images admitted under the shared-images limit.
@@ -120,7 +185,10 @@ impl OwnerEval {
 
     /// Images offered to one recipient.
     pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = (&Arc<str>, &PairState)> {
-        self.by_recipient.get(recipient).into_iter().flat_map(|s| s.iter())
+        self.by_recipient
+            .get(recipient)
+            .into_iter()
+            .flat_map(|r| r.pairs.iter().map(|(image, pair)| (image, pair)))
     }
 
     /// Why a pair listed by a share is not offered, in this order: the share expired, then
@@ -191,7 +259,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         region,
         images,
         counts: BTreeMap::new(),
-        by_recipient: BTreeMap::new(),
+        by_recipient: OfferedPairs::default(),
         shared_images: BTreeSet::new(),
         descriptions: BTreeMap::new(),
         recorded: BTreeMap::new(),
@@ -493,6 +561,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     let mut used_images = counted_images.len();
     // One shared name per recipient for all its pairs.
     let mut names: HashMap<&str, Arc<str>> = HashMap::default();
+    let mut offered: Vec<(Arc<str>, Arc<str>)> = Vec::new();
     for image in image_order {
         if !counted_images.contains(image) {
             // An image that could get no recipient would not be a shared image.
@@ -521,18 +590,11 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
         for r in chosen {
-            let pending = PairState {
-                state: ShareState::Pending,
-                winner: None,
-                withheld: false,
-            };
             let recipient = names.entry(r).or_insert_with(|| Arc::from(r)).clone();
-            eval.by_recipient
-                .entry(recipient)
-                .or_default()
-                .insert(image_name.clone(), pending);
+            offered.push((recipient, image_name.clone()));
         }
     }
+    eval.by_recipient = OfferedPairs::pending(offered);
     eval.shared_images_used = used_images;
 }
 
@@ -597,7 +659,7 @@ pub fn share_recipients<'a>(snap: &'a Snapshot, owner: &str, share: &'a ImageSha
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
     // Both in recipient name order: walked side by side rather than looked up per recipient.
     let mut naming = snap.acceptances_naming(&eval.owner).peekable();
-    for (recipient, images) in &mut eval.by_recipient {
+    for RecipientPairs { recipient, pairs } in &mut eval.by_recipient.recipients {
         while naming.next_if(|(r, _)| *r < &**recipient).is_some() {}
         let named = naming.next_if(|(r, _)| *r == &**recipient).map(|(_, named)| named);
         let acceptances: Vec<&Entry<ShareAcceptance>> = named
@@ -609,7 +671,7 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
         if acceptances.is_empty() && !blind {
             continue;
         }
-        for (image, pair) in images.iter_mut() {
+        for (image, pair) in pairs.iter_mut() {
             if let Some(w) = winner(&acceptances, image) {
                 pair.state = w.decision.state();
                 pair.winner = Some(w);
@@ -624,8 +686,8 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
     }
-    for images in eval.by_recipient.values() {
-        for (image, pair) in images {
+    for offered in eval.by_recipient.iter() {
+        for (image, pair) in &offered.pairs {
             let counts = eval.counts.entry(image.clone()).or_default();
             match pair.state {
                 ShareState::Pending => counts.pending += 1,

@@ -109,7 +109,7 @@ pub fn share_status(
     // offered to it under its shared name (the order of the refusals: `limit_refusal`).
     let by_recipient: Vec<_> = recipients
         .iter()
-        .map(|&r| (r, own.recipient_refusal(snap, r), own.by_recipient.get_key_value(r)))
+        .map(|&r| (r, own.recipient_refusal(snap, r), own.by_recipient.get(r)))
         .collect();
     let expired = is_expired(snap, share);
     for image in &share.spec.images {
@@ -124,7 +124,7 @@ pub fn share_status(
         };
         let mut refused_here: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
         for &(recipient, recipient_refusal, offered_to) in &by_recipient {
-            let pair = offered_to.and_then(|(name, pairs)| Some((name, pairs.get(image.as_str())?.state)));
+            let pair = offered_to.and_then(|offered| Some((&offered.recipient, offered.get(image.as_str())?.state)));
             let verdict = match (image_refusal.or(recipient_refusal), pair) {
                 (Some(reason), _) => Err(reason),
                 (None, Some(pair)) => Ok(pair),
@@ -258,10 +258,10 @@ fn refusal_message(
 pub fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
     // image -> its accepted recipients, in name order as `by_recipient` is.
     let mut accepted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (recipient, images) in &own.by_recipient {
-        for (image, pair) in images {
+    for offered in own.by_recipient.iter() {
+        for (image, pair) in &offered.pairs {
             if pair.state == ShareState::Accepted {
-                accepted.entry(image).or_default().push(recipient);
+                accepted.entry(image).or_default().push(&offered.recipient);
             }
         }
     }
@@ -290,14 +290,13 @@ pub fn acceptance_status(
 
     let mut covered = 0usize;
     let mut conflicts: Vec<String> = Vec::new();
-    let offered_here: usize = owners
-        .iter()
-        .map(|o| o.by_recipient.get(namespace).map_or(0, BTreeMap::len))
-        .sum();
+    // Usually one owner: looked up twice rather than collected.
+    let offered = || owners.iter().filter_map(|o| Some((*o, o.by_recipient.get(namespace)?)));
+    let offered_here: usize = offered().map(|(_, to_me)| to_me.pairs.len()).sum();
     let mut images = Vec::with_capacity(offered_here.min(MAX_LISTED_IMAGES));
-    for owner in owners {
+    for (owner, to_me) in offered() {
         let owner_name: Option<Arc<str>> = by_selector.then(|| owner.owner.clone());
-        for (image, pair) in owner.offered_to(namespace) {
+        for (image, pair) in &to_me.pairs {
             let Some(mine) = Specificity::of(spec, image) else {
                 continue;
             };
@@ -422,7 +421,7 @@ pub fn offer_status(
     recipient: &str,
     current: Option<&ImageOffer>,
 ) -> Option<StatusUpdate<ImageOfferStatus>> {
-    let offered = owner.by_recipient.get(recipient)?;
+    let offered = &owner.by_recipient.get(recipient)?.pairs;
     let mut status = ImageOfferStatus {
         images: Vec::with_capacity(offered.len().min(MAX_LISTED_IMAGES)),
         ..Default::default()
