@@ -82,6 +82,15 @@ pub struct PairState {
     pub withheld: bool,
 }
 
+impl PairState {
+    /// A pair as admitted, before any decision.
+    const PENDING: PairState = PairState {
+        state: ShareState::Pending,
+        winner: None,
+        withheld: false,
+    };
+}
+
 /// The pairs offered to one recipient, by image name.
 #[derive(Clone, Debug)]
 pub struct RecipientPairs {
@@ -107,27 +116,6 @@ pub struct OfferedPairs {
 }
 
 impl OfferedPairs {
-    /// From (recipient, image) pairs, each once, in any order; all Pending and undecided.
-    fn pending(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> Self {
-        pairs.sort_unstable();
-        let mut recipients: Vec<RecipientPairs> = Vec::new();
-        for (recipient, image) in pairs {
-            let pending = PairState {
-                state: ShareState::Pending,
-                winner: None,
-                withheld: false,
-            };
-            match recipients.last_mut() {
-                Some(last) if last.recipient == recipient => last.pairs.push((image, pending)),
-                _ => recipients.push(RecipientPairs {
-                    recipient,
-                    pairs: vec![(image, pending)],
-                }),
-            }
-        }
-        OfferedPairs { recipients }
-    }
-
     /// The pairs offered to `recipient`.
     pub fn get(&self, recipient: &str) -> Option<&RecipientPairs> {
         let i = self
@@ -490,35 +478,50 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     }
 
     // Candidate pairs: listed by a share that has not expired, image and recipient not refused.
-    let mut image_order: Vec<&str> = Vec::new();
-    let mut recipients: HashMap<&str, Vec<&str>> = HashMap::default();
-    let mut seen: HashSet<(&str, &str)> = HashSet::default();
+    // Images and recipients are numbered as they are met, so that the bookkeeping per pair
+    // below hashes, compares and sorts integers rather than names.
     let share_recipients: Vec<Vec<&str>> = shares
         .iter()
         .map(|s| share_recipients(snap, &eval.owner, &s.object))
         .collect();
+    let mut images: Vec<&str> = Vec::new();
+    let mut image_numbers: HashMap<&str, usize> = HashMap::default();
+    let mut recipients: Vec<&str> = Vec::new();
+    let mut recipient_numbers: HashMap<&str, usize> = HashMap::default();
+    // By image number: its candidate recipients' numbers, in the order they were met.
+    let mut candidates: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashSet<(usize, usize)> = HashSet::default();
     for (share, listed) in shares.iter().zip(&share_recipients) {
         if is_expired(snap, &share.object) {
             continue;
         }
-        let valid: Vec<&str> = listed
+        let valid: Vec<usize> = listed
             .iter()
             .copied()
             .filter(|r| eval.recipient_refusal(snap, r).is_none())
+            .map(|r| {
+                *recipient_numbers.entry(r).or_insert_with(|| {
+                    recipients.push(r);
+                    recipients.len() - 1
+                })
+            })
             .collect();
+        if valid.is_empty() {
+            continue;
+        }
         for image in &share.object.spec.images {
             if eval.image_refusal(snap, image).is_some() {
                 continue;
             }
+            let number = *image_numbers.entry(image).or_insert_with(|| {
+                images.push(image);
+                candidates.push(Vec::new());
+                images.len() - 1
+            });
             for &recipient in &valid {
-                if !seen.insert((image, recipient)) {
-                    continue;
+                if seen.insert((number, recipient)) {
+                    candidates[number].push(recipient);
                 }
-                let list = recipients.entry(image).or_default();
-                if list.is_empty() {
-                    image_order.push(image);
-                }
-                list.push(recipient);
             }
         }
     }
@@ -527,24 +530,32 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     // of an image by the oldest share that lists the pair, then its recipients' order.
     // Refusals of images and recipients do not depend on the share, so only expired shares can
     // put a pair earlier than the loop above found it.
-    let mut image_rank: HashMap<&str, (usize, usize)> = HashMap::default();
+    let mut image_rank: Vec<Option<(usize, usize)>> = vec![None; images.len()];
     for (s, share) in shares.iter().enumerate() {
         for (i, image) in share.object.spec.images.iter().enumerate() {
-            image_rank.entry(image).or_insert((s, i));
+            if let Some(&number) = image_numbers.get(image.as_str()) {
+                image_rank[number].get_or_insert((s, i));
+            }
         }
     }
-    image_order.sort_by_key(|image| image_rank[image]);
+    let mut image_order: Vec<usize> = (0..images.len()).collect();
+    image_order.sort_by_key(|&number| image_rank[number]);
     if shares.iter().any(|s| is_expired(snap, &s.object)) {
-        let mut pair_rank: HashMap<(&str, &str), (usize, usize)> = HashMap::default();
+        let mut pair_rank: HashMap<(usize, usize), (usize, usize)> = HashMap::default();
         for (s, (share, listed)) in shares.iter().zip(&share_recipients).enumerate() {
             for image in &share.object.spec.images {
+                let Some(&number) = image_numbers.get(image.as_str()) else {
+                    continue;
+                };
                 for (j, r) in listed.iter().enumerate() {
-                    pair_rank.entry((image, *r)).or_insert((s, j));
+                    if let Some(&recipient) = recipient_numbers.get(r) {
+                        pair_rank.entry((number, recipient)).or_insert((s, j));
+                    }
                 }
             }
         }
-        for (image, list) in recipients.iter_mut() {
-            list.sort_by_key(|r| pair_rank[&(*image, *r)]);
+        for (number, list) in candidates.iter_mut().enumerate() {
+            list.sort_by_key(|&recipient| pair_rank.get(&(number, recipient)).copied());
         }
     }
 
@@ -552,17 +563,19 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
     // Sticky: an image with an admitted pair keeps its slot while it is still shared, also when
     // the owner swapped the recipients it had for others.
     let recorded_images: BTreeSet<&str> = admitted.iter().map(|(image, _)| *image).collect();
-    let mut counted_images: BTreeSet<&str> = image_order
+    let mut counted_images: BTreeSet<&str> = images
         .iter()
         .copied()
         .filter(|img| recorded_images.contains(img))
         .collect();
     counted_images.extend(held.keys().copied());
     let mut used_images = counted_images.len();
-    // One shared name per recipient for all its pairs.
-    let mut names: HashMap<&str, Arc<str>> = HashMap::default();
-    let mut offered: Vec<(Arc<str>, Arc<str>)> = Vec::new();
-    for image in image_order {
+    // By recipient number: the numbers of the images offered to it.
+    let mut offered_to: Vec<Vec<usize>> = vec![Vec::new(); recipients.len()];
+    let mut image_names: Vec<Option<Arc<str>>> = vec![None; images.len()];
+    let mut chosen: Vec<usize> = Vec::new();
+    for number in image_order {
+        let image = images[number];
         if !counted_images.contains(image) {
             // An image that could get no recipient would not be a shared image.
             if frozen || !has_room(limits.shared_images, used_images) || !has_room(limits.recipients_per_image, 0) {
@@ -574,27 +587,53 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         let Some((image_name, _)) = eval.images.get_key_value(image) else {
             continue;
         };
-        let image_name = image_name.clone();
         eval.shared_images.insert(image_name.clone());
-        let candidates = &recipients[image];
-        let mut using: BTreeSet<&str> = held.get(image).cloned().unwrap_or_default();
-        let mut chosen: Vec<&str> = Vec::new();
-        for r in candidates.iter().copied().filter(|r| admitted.contains(&(image, *r))) {
-            using.insert(r);
+        image_names[number] = Some(image_name.clone());
+        // Recipients using the image: those held by what can not be read, and those chosen.
+        let held_here = held.get(image);
+        let mut using = held_here.map_or(0, BTreeSet::len);
+        let not_held = |recipient: usize| held_here.is_none_or(|h| !h.contains(recipients[recipient]));
+        let is_admitted = |recipient: usize| admitted.contains(&(image, recipients[recipient]));
+        chosen.clear();
+        for &r in candidates[number].iter().filter(|&&r| is_admitted(r)) {
+            using += usize::from(not_held(r));
             chosen.push(r);
         }
-        for r in candidates {
-            if !admitted.contains(&(image, *r)) && !frozen && has_room(limits.recipients_per_image, using.len()) {
-                using.insert(r);
+        for &r in &candidates[number] {
+            if !is_admitted(r) && !frozen && has_room(limits.recipients_per_image, using) {
+                using += usize::from(not_held(r));
                 chosen.push(r);
             }
         }
-        for r in chosen {
-            let recipient = names.entry(r).or_insert_with(|| Arc::from(r)).clone();
-            offered.push((recipient, image_name.clone()));
+        for &r in &chosen {
+            offered_to[r].push(number);
         }
     }
-    eval.by_recipient = OfferedPairs::pending(offered);
+    // Recipients and each one's images in name order: names sorted once, pairs by number.
+    let mut image_name_rank = vec![0; images.len()];
+    let mut by_name: Vec<usize> = (0..images.len()).collect();
+    by_name.sort_unstable_by_key(|&number| images[number]);
+    for (rank, number) in by_name.into_iter().enumerate() {
+        image_name_rank[number] = rank;
+    }
+    let mut recipients_by_name: Vec<usize> = (0..recipients.len()).collect();
+    recipients_by_name.sort_unstable_by_key(|&r| recipients[r]);
+    let mut offered = Vec::with_capacity(recipients.len());
+    for r in recipients_by_name {
+        let numbers = &mut offered_to[r];
+        if numbers.is_empty() {
+            continue;
+        }
+        numbers.sort_unstable_by_key(|&number| image_name_rank[number]);
+        offered.push(RecipientPairs {
+            recipient: Arc::from(recipients[r]),
+            pairs: numbers
+                .iter()
+                .filter_map(|&number| Some((image_names[number].clone()?, PairState::PENDING)))
+                .collect(),
+        });
+    }
+    eval.by_recipient = OfferedPairs { recipients: offered };
     eval.shared_images_used = used_images;
 }
 
