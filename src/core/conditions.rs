@@ -78,10 +78,24 @@ pub fn name_list<'a>(names: impl IntoIterator<Item = &'a str>, max: usize) -> St
     list_of(names, max, |out, name| out.push_str(name))
 }
 
-/// Writes the first `max` items with `write`, joined by `, `, then `and N more` for the rest:
-/// the one buffer every list in a message or note is built in.
-pub fn list_of<T>(items: impl IntoIterator<Item = T>, max: usize, mut write: impl FnMut(&mut String, T)) -> String {
-    let mut out = String::new();
+/// [`write_list`] into a new string.
+pub fn list_of<T>(items: impl IntoIterator<Item = T>, max: usize, write: impl FnMut(&mut String, T)) -> String {
+    let mut out = String::with_capacity(LIST_CAPACITY);
+    write_list(&mut out, items, max, write);
+    out
+}
+
+/// Room for a typical list, so that it is built without growing its buffer several times.
+pub const LIST_CAPACITY: usize = 128;
+
+/// Writes the first `max` items with `write`, joined by `, `, then `and N more` for the rest.
+/// Messages and notes write their lists straight into their own buffer with it.
+pub fn write_list<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    max: usize,
+    mut write: impl FnMut(&mut String, T),
+) {
     let mut more = 0usize;
     for (i, item) in items.into_iter().enumerate() {
         if i >= max {
@@ -91,13 +105,12 @@ pub fn list_of<T>(items: impl IntoIterator<Item = T>, max: usize, mut write: imp
         if i > 0 {
             out.push_str(", ");
         }
-        write(&mut out, item);
+        write(out, item);
     }
     if more > 0 {
         // Infallible: writing to a String.
         let _ = write!(out, " and {more} more");
     }
-    out
 }
 
 #[cfg(test)]

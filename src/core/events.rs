@@ -11,7 +11,7 @@ use crate::api::{
 };
 
 use super::{
-    conditions::{list_of, name_list, truncate},
+    conditions::{list_of, truncate, write_list},
     vocabulary::{Action, EventReason, Kind, offer_state_reason, share_state_reason},
 };
 
@@ -129,28 +129,67 @@ pub fn image_events(
         .collect()
 }
 
-fn share_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), ShareState> {
-    let mut pairs = BTreeMap::new();
-    for img in status.iter().flat_map(|s| &s.images) {
-        for (state, list) in img.lists() {
-            for r in list {
-                pairs.insert((img.name.as_str(), &**r), state);
-            }
-        }
-    }
+/// The (image, recipient) pairs a share status lists with their states, sorted, each once (a
+/// pair listed twice keeps the state listed last).
+fn share_pairs(status: Option<&ImageShareStatus>) -> Vec<((&str, &str), ShareState)> {
+    let mut pairs: Vec<((&str, &str), ShareState)> = status
+        .iter()
+        .flat_map(|s| &s.images)
+        .flat_map(|img| {
+            img.lists()
+                .into_iter()
+                .flat_map(move |(state, list)| list.iter().map(move |r| ((img.name.as_str(), &**r), state)))
+        })
+        .collect();
+    sorted_by_pair(&mut pairs);
     pairs
 }
 
-fn refused_pairs(status: Option<&ImageShareStatus>) -> BTreeMap<(&str, &str), &str> {
-    let mut pairs = BTreeMap::new();
+/// Sorts pairs and keeps the last of equal ones, as repeated inserts into a map would.
+fn sorted_by_pair<V>(pairs: &mut Vec<((&str, &str), V)>) {
+    // Stable, so equal pairs keep their listing order and the last listed is kept.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+fn find_pair<'v, V>(pairs: &'v [((&str, &str), V)], pair: &(&str, &str)) -> Option<&'v V> {
+    let i = pairs.binary_search_by(|(p, _)| p.cmp(pair)).ok()?;
+    Some(&pairs[i].1)
+}
+
+fn refused_pairs(status: Option<&ImageShareStatus>) -> Vec<((&str, &str), &str)> {
+    let mut pairs = Vec::new();
     for img in status.iter().flat_map(|s| &s.images) {
         for group in &img.refused {
             for r in &group.recipients {
-                pairs.insert((img.name.as_str(), r.as_str()), group.reason.as_str());
+                pairs.push(((img.name.as_str(), r.as_str()), group.reason.as_str()));
             }
         }
     }
+    sorted_by_pair(&mut pairs);
     pairs
+}
+
+/// A note of the given parts followed by a [`name_list`] of `names` (at most 20 shown), built
+/// in one buffer.
+fn note_with_list(parts: &[&str], names: Vec<&str>) -> String {
+    // Its exact size (but for the count of names not shown): notes are kept, in every Event.
+    let size = parts.iter().map(|p| p.len()).sum::<usize>()
+        + names.iter().take(20).map(|n| n.len() + 2).sum::<usize>()
+        + if names.len() > 20 { 16 } else { 0 };
+    let mut note = String::with_capacity(size);
+    for part in parts {
+        note.push_str(part);
+    }
+    write_list(&mut note, names, 20, |out, name| out.push_str(name));
+    note
 }
 
 /// `image → recipient` items joined as [`name_list`] joins names, formatting only those shown.
@@ -173,14 +212,14 @@ pub fn share_events(
     // reason -> (image, recipient) items
     let mut groups: BTreeMap<EventReason, Vec<(&str, &str)>> = BTreeMap::new();
     for (pair, state) in &after {
-        let reason = match before.get(pair) {
+        let reason = match find_pair(&before, pair) {
             None => EventReason::Offered,
             Some(prev) if prev != state => share_state_reason(*state),
             Some(_) => continue,
         };
         groups.entry(reason).or_default().push(*pair);
     }
-    for pair in before.keys().filter(|p| !after.contains_key(*p)) {
+    for (pair, _) in before.iter().filter(|(p, _)| find_pair(&after, p).is_none()) {
         groups.entry(EventReason::OfferWithdrawn).or_default().push(*pair);
     }
     let mut events: Vec<EventSpec> = groups
@@ -194,7 +233,7 @@ pub fn share_events(
     let refused_before = refused_pairs(old);
     let mut refused: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for (pair, why) in refused_pairs(Some(new)) {
-        if refused_before.get(&pair) != Some(&why) {
+        if find_pair(&refused_before, &pair) != Some(&why) {
             refused.entry(why).or_default().push(pair);
         }
     }
@@ -261,11 +300,15 @@ pub fn offer_events(
         .flat_map(|s| &s.images)
         .map(|i| (&*i.name, (i.state, i.decided_by.as_deref())))
         .collect();
-    let after: BTreeMap<&str, ShareState> = new
+    // The engine lists an offer's images by name already, so this sorts next to nothing.
+    let mut after: Vec<(&str, ShareState)> = new
         .iter()
         .flat_map(|s| &s.images)
         .map(|i| (&*i.name, i.state))
         .collect();
+    after.sort_unstable_by_key(|(name, _)| *name);
+    after.dedup_by_key(|(name, _)| *name);
+    let listed_after = |name: &str| after.binary_search_by_key(&name, |(n, _)| n).is_ok();
     let mut events = Vec::new();
     let mut offered = Vec::new();
     let mut changed: BTreeMap<ShareState, Vec<&str>> = BTreeMap::new();
@@ -282,7 +325,7 @@ pub fn offer_events(
             EventType::Normal,
             EventReason::ImageOffered.as_str(),
             Action::Offer,
-            format!("{owner} offers: {}", name_list(offered.iter().copied(), 20)),
+            note_with_list(&[owner, " offers: "], offered),
         ));
     }
     for (state, names) in changed {
@@ -291,13 +334,13 @@ pub fn offer_events(
             EventType::Normal,
             offer_state_reason(state).as_str(),
             Action::Decide,
-            format!("now {state}: {}", name_list(names.iter().copied(), 20)),
+            note_with_list(&["now ", state.as_str(), ": "], names),
         ));
     }
     // Images that are no longer listed were withdrawn or revoked; an image that is simply
     // beyond the 1,000-entry window is still offered, so only truly vanished ones count.
     let more = new.is_some_and(|s| s.more_images > 0);
-    for (name, (state, decided_by)) in before.iter().filter(|(n, _)| !after.contains_key(**n)) {
+    for (name, (state, decided_by)) in before.iter().filter(|(n, _)| !listed_after(n)) {
         let why = why_gone(name);
         if why.is_empty() && more {
             continue;
@@ -328,6 +371,7 @@ pub fn offer_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::conditions::name_list;
 
     #[test]
     fn pair_lists_show_the_first_pairs_and_count_the_rest_as_name_lists_do() {

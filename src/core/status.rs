@@ -1,7 +1,7 @@
 //! Status builders: the desired status of each object from its owner's evaluation (README.md).
 //! Each returns the status and whether it differs from the current one.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -12,10 +12,10 @@ use crate::api::{
 };
 
 use super::{
-    conditions::{condition, name_list, ready_conditions},
+    conditions::{LIST_CAPACITY, condition, name_list, ready_conditions, write_list},
     grants::{Grant, build_grant, grant_name},
     limits::describe,
-    owner::{OwnerEval, Specificity, is_expired, share_reaches, share_recipients},
+    owner::{OwnerEval, Specificity, Winner, is_expired, share_reaches, share_recipients},
     snapshot::{Entry, Snapshot},
     vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
 };
@@ -289,7 +289,8 @@ pub fn acceptance_status(
     let by_selector = spec.owner_selector.is_some();
 
     let mut covered = 0usize;
-    let mut conflicts: Vec<String> = Vec::new();
+    // (owner by selector, image, the overriding winner): only the first ones are written out.
+    let mut conflicts: Vec<(Option<&str>, &str, &Winner)> = Vec::new();
     // Usually one owner: looked up twice rather than collected.
     let offered = || owners.iter().filter_map(|o| Some((*o, o.by_recipient.get(namespace)?)));
     let offered_here: usize = offered().map(|(_, to_me)| to_me.pairs.len()).sum();
@@ -312,17 +313,7 @@ pub fn acceptance_status(
                 }
                 Some(w) if w.acceptance != *name && w.decision != spec.decision => {
                     // An acceptance by selector covers several owners' images.
-                    let image = if by_selector {
-                        format!("{}/{image}", owner.owner)
-                    } else {
-                        image.to_string()
-                    };
-                    conflicts.push(format!(
-                        "{image}: {} of ShareAcceptance {} overrides {}",
-                        w.decision.as_str(),
-                        w.acceptance,
-                        spec.decision.as_str()
-                    ));
+                    conflicts.push((by_selector.then_some(&*owner.owner), image, w));
                     (DecisionReason::Conflict, Some(w.acceptance.clone()))
                 }
                 _ => (DecisionReason::ThisAcceptance, None),
@@ -345,23 +336,35 @@ pub fn acceptance_status(
         spec.owner.as_str()
     };
     let (ready, reason, message) = if !conflicts.is_empty() {
-        (
-            false,
-            AcceptanceReason::Conflict,
-            format!(
-                "overridden by an equally specific decision: {}",
-                name_list(conflicts.iter().map(String::as_str), 10)
-            ),
-        )
+        let mut message = String::with_capacity(LIST_CAPACITY * 2);
+        message.push_str("overridden by an equally specific decision: ");
+        write_list(&mut message, conflicts, 10, |out, (owner, image, winner)| {
+            if let Some(owner) = owner {
+                out.push_str(owner);
+                out.push('/');
+            }
+            for part in [
+                image,
+                ": ",
+                winner.decision.as_str(),
+                " of ShareAcceptance ",
+                &winner.acceptance,
+                " overrides ",
+                spec.decision.as_str(),
+            ] {
+                out.push_str(part);
+            }
+        });
+        (false, AcceptanceReason::Conflict, message)
     } else if covered > 0 {
-        (
-            true,
-            AcceptanceReason::Applied,
-            format!(
-                "{} covers {covered} image(s) offered by {offered_by}",
-                spec.decision.as_str()
-            ),
-        )
+        const WORDS: &str = " covers  image(s) offered by ";
+        let size = spec.decision.as_str().len() + WORDS.len() + 20 + offered_by.len();
+        let mut message = String::with_capacity(size);
+        message.push_str(spec.decision.as_str());
+        // Infallible: writing to a String.
+        let _ = write!(message, " covers {covered} image(s) offered by ");
+        message.push_str(offered_by);
+        (true, AcceptanceReason::Applied, message)
     } else if !by_selector && spec.owner == namespace {
         (
             false,
