@@ -1380,7 +1380,7 @@ fn a_blocked_grant_is_reported_on_the_image() {
         st.conditions
             .iter()
             .find(|c| c.type_ == "AccessGranted")
-            .map(|c| (c.status.clone(), c.reason.clone()))
+            .map(|c| (c.status.to_string(), c.reason.to_string()))
     };
     assert_eq!(granted(out.image("a", "web")), Some(t("True", "Granted")));
     s.snap.set_grant_fault(

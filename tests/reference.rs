@@ -432,7 +432,7 @@ fn engine_view(c: &Cluster, outcomes: &[TenantOutcome]) -> Result<View, String> 
                 })
                 .collect();
             view.received
-                .insert((owner.clone(), u.name.to_string()), (ready.reason.clone(), list));
+                .insert((owner.clone(), u.name.to_string()), (ready.reason.to_string(), list));
         }
         // `owner` is the recipient here: the ImageOffers it holds are named after their owners.
         let recipient = owner;

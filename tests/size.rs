@@ -80,7 +80,7 @@ fn largest_image_share_status_is_under_512_kib() {
 
     // The worst a condition can carry: the API's maximal message and a long reason.
     status.conditions[0].message = "m".repeat(API_MAX_MESSAGE);
-    status.conditions[0].reason = "R".repeat(1024);
+    status.conditions[0].reason = "R".repeat(1024).into();
     status.observed_generation = Some(i64::MAX);
     let size = json_len(&status);
     eprintln!(

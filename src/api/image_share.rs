@@ -1,10 +1,10 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::ShareState;
+use super::{Condition, ShareState};
 
 /// Shares PrivateImages of this namespace with other tenants (namespaces). Each recipient then
 /// accepts, rejects or removes the offer with a ShareAcceptance in its own namespace.

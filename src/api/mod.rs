@@ -3,6 +3,7 @@
 //! Types only: no I/O. Validation that the API server can do on its own (enums, ranges, sizes,
 //! patterns, CEL rules) lives here in the schema, so `kubectl apply` rejects bad input.
 
+mod condition;
 mod image_offer;
 mod image_quota;
 mod image_share;
@@ -10,6 +11,7 @@ mod private_image;
 mod share_acceptance;
 pub mod validation;
 
+pub use condition::Condition;
 pub use image_offer::*;
 pub use image_quota::*;
 pub use image_share::*;
@@ -17,7 +19,6 @@ pub use private_image::*;
 pub use share_acceptance::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResourceExt;
 
 /// The API group of every kind of this operator.

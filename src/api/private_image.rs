@@ -1,6 +1,7 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+
+use super::Condition;
 
 /// A tenant's private VM image. Lives in the owner's namespace; other tenants can use it only
 /// after it is shared with them (ImageShare) and they accept it (ShareAcceptance).

@@ -1,10 +1,10 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileFormat, FileSource, ShareState};
+use super::{Condition, FileFormat, FileSource, ShareState};
 
 /// A recipient's answer to images another tenant shares with this namespace: accept, reject or
 /// remove them, by name or all at once.

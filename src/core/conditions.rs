@@ -2,12 +2,10 @@
 //! `lastTransitionTime` moves only when `status` flips, so an unchanged verdict yields a status
 //! equal to the current one and nothing is written.
 
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
-};
+use crate::api::Condition;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 /// Condition messages are capped well below the API's 32 KiB limit.
 pub const MAX_MESSAGE: usize = 4096;
@@ -15,9 +13,9 @@ pub const MAX_MESSAGE: usize = 4096;
 /// Builds a condition, keeping the previous `lastTransitionTime` unless the status flips.
 pub fn condition(
     previous: &[Condition],
-    type_: &str,
+    type_: &'static str,
     status: bool,
-    reason: &str,
+    reason: &'static str,
     message: String,
     observed_generation: Option<i64>,
     now: Timestamp,
@@ -29,9 +27,9 @@ pub fn condition(
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
+        type_: Cow::Borrowed(type_),
+        status: Cow::Borrowed(status),
+        reason: Cow::Borrowed(reason),
         message: truncate(message, MAX_MESSAGE),
         observed_generation,
         last_transition_time,
@@ -42,7 +40,7 @@ pub fn condition(
 pub fn ready_conditions(
     previous: Option<&[Condition]>,
     ready: bool,
-    reason: &str,
+    reason: &'static str,
     message: String,
     observed_generation: Option<i64>,
     now: Timestamp,

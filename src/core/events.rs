@@ -4,10 +4,11 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{
-    ImageOfferStatus, ImageShareStatus, PrivateImageStatus, READY, ShareAcceptanceStatus, ShareState, ready_condition,
+    Condition, ImageOfferStatus, ImageShareStatus, PrivateImageStatus, READY, ShareAcceptanceStatus, ShareState,
+    ready_condition,
 };
 
 use super::{
@@ -82,7 +83,7 @@ impl EventSpec {
 }
 
 fn ready_triplet(conditions: &[Condition]) -> Option<(&str, &str, &str)> {
-    ready_condition(conditions).map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    ready_condition(conditions).map(|c| (&*c.status, &*c.reason, c.message.as_str()))
 }
 
 /// Event for a changed Ready condition (status or reason). `reason` is the new condition's

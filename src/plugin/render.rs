@@ -3,14 +3,13 @@
 
 use std::fmt::Write;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
 use super::{cli::Output, names::Covered};
 use crate::{
     api::{
-        Decision, DecisionReason, ImageOffer, ImageQuota, ImageShare, OfferedImage, PrivateImage, ShareAcceptance,
-        ready_condition,
+        Condition, Decision, DecisionReason, ImageOffer, ImageQuota, ImageShare, OfferedImage, PrivateImage,
+        ShareAcceptance, ready_condition,
     },
     columns::columns,
     config::UNLIMITED,
@@ -124,7 +123,7 @@ pub fn usage(namespace: &str, quota: Option<&ImageQuota>, images: &[PrivateImage
     for image in sorted {
         let status = image.status.clone().unwrap_or_default();
         let (ready, reason) = match ready_condition(&status.conditions) {
-            Some(c) => (c.status.clone(), c.reason.clone()),
+            Some(c) => (c.status.to_string(), c.reason.to_string()),
             None => ("Unknown".into(), "-".into()),
         };
         let r = &status.recipients;

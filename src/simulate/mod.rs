@@ -397,7 +397,7 @@ impl Report {
     }
 }
 
-fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+fn ready_of(conditions: &[crate::api::Condition]) -> bool {
     api::ready_condition(conditions).is_some_and(|c| c.status == "True")
 }
 

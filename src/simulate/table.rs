@@ -6,9 +6,9 @@ use crate::{
     core::{QuotaUpdate, TenantOutcome},
 };
 
-fn ready_cells(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String, String) {
+fn ready_cells(conditions: &[crate::api::Condition]) -> (String, String, String) {
     match ready_condition(conditions) {
-        Some(c) => (c.status.clone(), c.reason.clone(), c.message.clone()),
+        Some(c) => (c.status.to_string(), c.reason.to_string(), c.message.clone()),
         None => ("Unknown".into(), String::new(), String::new()),
     }
 }

@@ -9,15 +9,16 @@ use std::{
 
 use ims_operator::{
     api::{
-        Decision, FileFormat, FileSource, ImageOffer, ImageOfferStatus, ImageQuota, ImageShare, ImageShareSpec,
-        ImageShareStatus, ImageSource, PrivateImage, PrivateImageSpec, PrivateImageStatus, ServerSource,
-        ShareAcceptance, ShareAcceptanceSpec, ShareAcceptanceStatus, ShareState, VolumeSource, ready_condition,
+        Condition, Decision, FileFormat, FileSource, ImageOffer, ImageOfferStatus, ImageQuota, ImageShare,
+        ImageShareSpec, ImageShareStatus, ImageSource, PrivateImage, PrivateImageSpec, PrivateImageStatus,
+        ServerSource, ShareAcceptance, ShareAcceptanceSpec, ShareAcceptanceStatus, ShareState, VolumeSource,
+        ready_condition,
     },
     config::Config,
     core::{self, EventSpec, Grant, Kind, NamespaceInfo, QuotaUpdate, Snapshot, TenantOutcome, World},
 };
 use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
 
@@ -408,7 +409,7 @@ impl Outcome {
 /// (status, reason, message) of the Ready condition.
 pub fn ready(conditions: &[Condition]) -> (&str, &str, &str) {
     let c = ready_condition(conditions).expect("a Ready condition");
-    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    (&*c.status, &*c.reason, c.message.as_str())
 }
 
 /// (status, reason) of the Ready condition, to compare with [`t`].

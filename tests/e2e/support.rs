@@ -754,11 +754,11 @@ where
 
 pub fn ready_reason<S>(
     status: Option<&S>,
-    conditions: impl Fn(&S) -> &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    conditions: impl Fn(&S) -> &Vec<ims_operator::api::Condition>,
 ) -> Option<(String, String)> {
     let conds = conditions(status?);
     let c = conds.iter().find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone()))
+    Some((c.status.to_string(), c.reason.to_string()))
 }
 
 pub fn image(ns: &str, name: &str) -> Value {

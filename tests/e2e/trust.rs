@@ -11,17 +11,14 @@ use std::{
 };
 
 use ims_operator::{
-    api::{ImageShare, PrivateImage, ShareAcceptance, ShareState},
+    api::{Condition, ImageShare, PrivateImage, ShareAcceptance, ShareState},
     config::Config,
 };
-use k8s_openapi::{
-    api::{
-        authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
-        coordination::v1::Lease,
-        core::v1::Namespace,
-        rbac::v1::{Role, RoleBinding},
-    },
-    apimachinery::pkg::apis::meta::v1::Condition,
+use k8s_openapi::api::{
+    authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    coordination::v1::Lease,
+    core::v1::Namespace,
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api,
@@ -41,7 +38,7 @@ fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<(&'a str, &
     conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str()))
+        .map(|c| (&*c.status, &*c.reason))
 }
 
 fn image_condition(i: &PrivateImage, type_: &str) -> Option<(String, String)> {
