@@ -302,16 +302,13 @@ pub fn offer_events(
         .map(|i| (&*i.name, (i.state, i.decided_by.as_deref())))
         .collect();
     // The engine lists an offer's images by name already, so this sorts next to nothing.
-    let mut after: Vec<(&str, ShareState)> = new
-        .iter()
-        .flat_map(|s| &s.images)
-        .map(|i| (&*i.name, i.state))
-        .collect();
+    let mut after: Vec<(&str, ShareState)> = Vec::with_capacity(new.map_or(0, |s| s.images.len()));
+    after.extend(new.iter().flat_map(|s| &s.images).map(|i| (&*i.name, i.state)));
     after.sort_unstable_by_key(|(name, _)| *name);
     after.dedup_by_key(|(name, _)| *name);
     let listed_after = |name: &str| after.binary_search_by_key(&name, |(n, _)| n).is_ok();
-    let mut events = Vec::new();
-    let mut offered = Vec::new();
+    let mut events = Vec::with_capacity(1);
+    let mut offered = Vec::with_capacity(after.len());
     let mut changed: BTreeMap<ShareState, Vec<&str>> = BTreeMap::new();
     for (name, state) in &after {
         match before.get(name) {

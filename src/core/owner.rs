@@ -515,7 +515,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             }
             let number = *image_numbers.entry(image).or_insert_with(|| {
                 images.push(image);
-                candidates.push(Vec::new());
+                candidates.push(Vec::with_capacity(valid.len()));
                 images.len() - 1
             });
             for &recipient in &valid {
@@ -606,7 +606,12 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
         for &r in &chosen {
-            offered_to[r].push(number);
+            // Most recipients are offered several of the images: room for all at once.
+            let list = &mut offered_to[r];
+            if list.capacity() == 0 {
+                list.reserve_exact(images.len());
+            }
+            list.push(number);
         }
     }
     // Recipients and each one's images in name order: names sorted once, pairs by number.
@@ -725,9 +730,26 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
     }
+    // Every offered image is a shared image: counted in a list by name (its pairs share the
+    // very name, which is checked first), then made the map in one go.
+    let mut counts: Vec<(Arc<str>, RecipientCounts)> = eval
+        .shared_images
+        .iter()
+        .map(|image| (image.clone(), RecipientCounts::default()))
+        .collect();
     for offered in eval.by_recipient.iter() {
         for (image, pair) in &offered.pairs {
-            let counts = eval.counts.entry(image.clone()).or_default();
+            let found = counts.binary_search_by(|(name, _)| {
+                if Arc::ptr_eq(name, image) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    (**name).cmp(&**image)
+                }
+            });
+            let Ok(i) = found else {
+                continue;
+            };
+            let counts = &mut counts[i].1;
             match pair.state {
                 ShareState::Pending => counts.pending += 1,
                 ShareState::Accepted => counts.accepted += 1,
@@ -736,4 +758,8 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
     }
+    eval.counts = counts
+        .into_iter()
+        .filter(|(_, c)| c.pending + c.accepted + c.rejected + c.removed > 0)
+        .collect();
 }

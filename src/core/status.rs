@@ -1,7 +1,7 @@
 //! Status builders: the desired status of each object from its owner's evaluation (README.md).
 //! Each returns the status and whether it differs from the current one.
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -93,6 +93,10 @@ pub fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage
     }
 }
 
+/// Pairs a share lists but that are not offered: reason -> image -> recipients, each with its
+/// place in the share's list of recipients.
+type RefusedPairs<'a> = BTreeMap<Refusal, BTreeMap<&'a str, Vec<(usize, &'a str)>>>;
+
 /// The status of an ImageShare, and its Ready reason.
 pub fn share_status(
     snap: &Snapshot,
@@ -101,43 +105,58 @@ pub fn share_status(
 ) -> (StatusUpdate<ImageShareStatus>, &'static str) {
     let share = &entry.object;
     let mut images = Vec::with_capacity(share.spec.images.len());
-    // reason -> image -> recipients not offered
-    let mut refused: BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    let mut refused: RefusedPairs = BTreeMap::new();
     let (mut offered, mut accepted) = (0, 0);
     let recipients = share_recipients(snap, &own.owner, share);
     // What does not depend on the image, once per recipient: its refusal, and the pairs
-    // offered to it under its shared name (the order of the refusals: `limit_refusal`).
-    let by_recipient: Vec<_> = recipients
+    // offered to it under its shared name (the order of the refusals: `limit_refusal`). In
+    // name order, so each image's lists come out sorted.
+    let mut by_recipient: Vec<_> = recipients
         .iter()
-        .map(|&r| (r, own.recipient_refusal(snap, r), own.by_recipient.get(r)))
+        .enumerate()
+        .map(|(place, &r)| (place, r, own.recipient_refusal(snap, r), own.by_recipient.get(r)))
         .collect();
+    by_recipient.sort_by(|a, b| a.1.cmp(b.1));
     let expired = is_expired(snap, share);
+    let mut verdicts = Vec::with_capacity(by_recipient.len());
     for image in &share.spec.images {
-        let mut entry = SharedImageStatus {
-            name: image.clone(),
-            ..Default::default()
-        };
         let image_refusal = if expired {
             Some(Refusal::Expired)
         } else {
             own.image_refusal(snap, image)
         };
-        let mut refused_here: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
-        for &(recipient, recipient_refusal, offered_to) in &by_recipient {
+        verdicts.clear();
+        let mut counts = [0usize; 4];
+        for &(place, recipient, recipient_refusal, offered_to) in &by_recipient {
             let pair = offered_to.and_then(|offered| Some((&offered.recipient, offered.get(image.as_str())?.state)));
             let verdict = match (image_refusal.or(recipient_refusal), pair) {
-                (Some(reason), _) => Err(reason),
+                (Some(reason), _) => Err((place, recipient, reason)),
                 (None, Some(pair)) => Ok(pair),
-                (None, None) => Err(own.limit_refusal(image)),
+                (None, None) => Err((place, recipient, own.limit_refusal(image))),
             };
+            if let Ok((_, state)) = verdict {
+                counts[state as usize] += 1;
+            }
+            verdicts.push(verdict);
+        }
+        let mut entry = SharedImageStatus {
+            name: image.clone(),
+            pending: Vec::with_capacity(counts[ShareState::Pending as usize]),
+            accepted: Vec::with_capacity(counts[ShareState::Accepted as usize]),
+            rejected: Vec::with_capacity(counts[ShareState::Rejected as usize]),
+            removed: Vec::with_capacity(counts[ShareState::Removed as usize]),
+            ..Default::default()
+        };
+        let mut refused_here: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
+        for verdict in verdicts.drain(..) {
             match verdict {
-                Err(reason) => {
+                Err((place, recipient, reason)) => {
                     refused
                         .entry(reason)
                         .or_default()
                         .entry(image)
                         .or_default()
-                        .push(recipient);
+                        .push((place, recipient));
                     refused_here.entry(reason).or_default().push(recipient.to_string());
                 }
                 Ok((name, state)) => {
@@ -154,14 +173,6 @@ pub fn share_status(
                     list.push(name.clone());
                 }
             }
-        }
-        for list in [
-            &mut entry.pending,
-            &mut entry.accepted,
-            &mut entry.rejected,
-            &mut entry.removed,
-        ] {
-            list.sort();
         }
         entry.refused = refused_here
             .into_iter()
@@ -212,11 +223,7 @@ pub fn share_status(
     (update, reason.as_str())
 }
 
-fn refusal_message(
-    share: &ImageShare,
-    own: &OwnerEval,
-    refused: &BTreeMap<Refusal, BTreeMap<&str, Vec<&str>>>,
-) -> String {
+fn refusal_message(share: &ImageShare, own: &OwnerEval, refused: &RefusedPairs) -> String {
     let mut parts = Vec::new();
     for (reason, by_image) in refused {
         let detail = match reason {
@@ -242,7 +249,12 @@ fn refusal_message(
         };
         let pairs: Vec<String> = by_image
             .iter()
-            .map(|(image, recipients)| format!("{image} → {}", name_list(recipients.iter().copied(), 10)))
+            .map(|(image, recipients)| {
+                // In the share's order of recipients.
+                let mut recipients = recipients.clone();
+                recipients.sort_by_key(|(place, _)| *place);
+                format!("{image} → {}", name_list(recipients.iter().map(|(_, r)| *r), 10))
+            })
             .collect();
         let pairs = name_list(pairs.iter().map(String::as_str), 10);
         if detail.is_empty() {
@@ -278,7 +290,7 @@ pub fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
 /// owner it names, or of every owner its ownerSelector matches (by name).
 pub fn acceptance_status(
     snap: &Snapshot,
-    owners: &[&OwnerEval],
+    owners: &[Arc<OwnerEval>],
     entry: &Entry<ShareAcceptance>,
 ) -> (StatusUpdate<ShareAcceptanceStatus>, &'static str) {
     let acceptance = &entry.object;
@@ -292,7 +304,11 @@ pub fn acceptance_status(
     // (owner by selector, image, the overriding winner): only the first ones are written out.
     let mut conflicts: Vec<(Option<&str>, &str, &Winner)> = Vec::new();
     // Usually one owner: looked up twice rather than collected.
-    let offered = || owners.iter().filter_map(|o| Some((*o, o.by_recipient.get(namespace)?)));
+    let offered = || {
+        owners
+            .iter()
+            .filter_map(|o| Some((&**o, o.by_recipient.get(namespace)?)))
+    };
     let offered_here: usize = offered().map(|(_, to_me)| to_me.pairs.len()).sum();
     let mut images = Vec::with_capacity(offered_here.min(MAX_LISTED_IMAGES));
     for (owner, to_me) in offered() {
@@ -361,8 +377,9 @@ pub fn acceptance_status(
         let size = spec.decision.as_str().len() + WORDS.len() + 20 + offered_by.len();
         let mut message = String::with_capacity(size);
         message.push_str(spec.decision.as_str());
-        // Infallible: writing to a String.
-        let _ = write!(message, " covers {covered} image(s) offered by ");
+        message.push_str(" covers ");
+        message.push_str(itoa::Buffer::new().format(covered));
+        message.push_str(" image(s) offered by ");
         message.push_str(offered_by);
         (true, AcceptanceReason::Applied, message)
     } else if !by_selector && spec.owner == namespace {
@@ -491,7 +508,11 @@ pub fn offer_status(
             os_version: description.os_version.clone(),
             architecture: spec.architecture,
             disk_size_gib: spec.disk_size_gib,
-            expires_at: offer_ends(&shares, image),
+            expires_at: match shares[..] {
+                // The one share that reaches the recipient lists every image offered to it.
+                [(_, ends)] => ends.cloned(),
+                _ => offer_ends(&shares, image),
+            },
             source,
         });
     }

@@ -9,6 +9,7 @@ use super::{
     evaluator::{Evaluator, TenantMemo, memoized},
     events::{EventSpec, EventType, Regarding, acceptance_events, image_events, offer_events, share_events},
     grants::Grant,
+    owner::OwnerEval,
     quota::QuotaUpdate,
     snapshot::Snapshot,
     status::{StatusUpdate, acceptance_status, image_status, offer_status, share_status},
@@ -126,16 +127,22 @@ impl Evaluator {
         for entry in snap.acceptances_in(namespace) {
             // An acceptance by ownerSelector reads every owner it matches: it is evaluated
             // each time rather than remembered against one owner's evaluation.
-            let (owners, remember_this) = match &entry.object.spec.owner_selector {
-                None => (vec![self.owner(snap, &entry.object.spec.owner)], remember),
+            // One owner named, or those the selector matches (no list built for the one).
+            let named: [Arc<OwnerEval>; 1];
+            let matched: Vec<Arc<OwnerEval>>;
+            let (owners, remember_this): (&[Arc<OwnerEval>], bool) = match &entry.object.spec.owner_selector {
+                None => {
+                    named = [self.owner(snap, &entry.object.spec.owner)];
+                    (&named, remember)
+                }
                 Some(selector) => {
                     let matching: Vec<&str> = snap
                         .owners_offering(namespace)
                         .into_iter()
                         .filter(|owner| super::selector::matches(selector, snap.labels_of(owner)))
                         .collect();
-                    let owners = matching.into_iter().map(|o| self.owner(snap, o)).collect();
-                    (owners, false)
+                    matched = matching.into_iter().map(|o| self.owner(snap, o)).collect();
+                    (&matched, false)
                 }
             };
             let key_owner = owners.first().cloned().unwrap_or_else(|| own.clone());
@@ -148,8 +155,7 @@ impl Evaluator {
                 Some(&entry.object),
                 now,
                 || {
-                    let evaluations: Vec<&super::owner::OwnerEval> = owners.iter().map(|o| &**o).collect();
-                    let (update, reason) = acceptance_status(snap, &evaluations, entry);
+                    let (update, reason) = acceptance_status(snap, owners, entry);
                     let mut events = Vec::new();
                     if update.changed {
                         let regarding = &entry.regarding;
