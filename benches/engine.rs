@@ -1,4 +1,4 @@
-//! Decision-engine scale (SPEC §5): 1,000 tenants, 10,000 images, 100,000 offered pairs and
+//! Decision-engine scale (README, "Performance"): 1,000 tenants, 10,000 images, 100,000 offered pairs and
 //! 50,000 acceptances, with every limit lifted so that everything is offered.
 //!
 //! Run with `cargo bench --bench engine`. Prints the snapshot build time, the full evaluation

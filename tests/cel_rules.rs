@@ -1,7 +1,7 @@
 //! Every CEL rule (`x-kubernetes-validations`) of the three CRDs, proven both ways — an object
 //! the rule accepts and one it rejects — offline, with the `validate_cel()` /
 //! `validate_cel_update(&old)` methods that `#[kube(cel)]` derives; plus the OpenAPI part of
-//! the schemas (SPEC §3.3) through `api::validation::validate`, the checker `simulate` uses.
+//! the schemas (README, "The API") through `api::validation::validate`, the checker `simulate` uses.
 //!
 //! `every_cel_rule_of_the_crds_is_covered` lists the rules of the generated CRDs and fails when
 //! one is added, moved or reworded without a test here.

@@ -1,4 +1,4 @@
-//! Checks of the Helm chart charts/ims-operator (SPEC §3.3, §4).
+//! Checks of the Helm chart charts/ims-operator (README, "Install on a cluster"; docs/security.md).
 //!
 //! - Without helm: Chart.yaml's appVersion is the crate version, files/crds links to crds/,
 //!   every value in values.yaml is in values.schema.json and documented.
@@ -784,7 +784,7 @@ fn cluster_role_holds_every_permission_the_grants_hand_out() {
             panic!("kubevirt.enabled=true: the ClusterRole lacks {missing}, which the grant Role {rule:?} hands out")
         });
     }
-    // Spelled out, as SPEC §3 lists them.
+    // Spelled out, as docs/security.md lists them.
     for (verb, group, resource) in [
         ("get", "ims.imageshare.io", "privateimages"),
         ("get", "", "persistentvolumeclaims"),

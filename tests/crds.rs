@@ -1,5 +1,5 @@
 //! `crds/` holds exactly what `ims-operator crd` prints, and the CRDs keep the API rules of
-//! SPEC §2 (short names, category, status subresource, list types, no unsigned ints or floats).
+//! README, "The API" (short names, category, status subresource, list types, no unsigned ints or floats).
 
 use std::{collections::BTreeSet, path::Path};
 

@@ -1,6 +1,6 @@
-//! One test per rule of SPEC §3, through the engine's public API: objects are built in Rust,
-//! put into a `Snapshot`, evaluated with `evaluate_all`, and the desired statuses, grants and
-//! events are checked.
+//! One test per rule of the README ("The API", "Limits and regions"), through the engine's
+//! public API: objects are built in Rust, put into a `Snapshot`, evaluated with
+//! `evaluate_all`, and the desired statuses, grants and events are checked.
 
 mod common;
 
@@ -18,7 +18,7 @@ const LIMIT_RECIPIENTS: &str = "ims.imageshare.io/limit.recipients-per-image";
 
 /// (status, reason) of a Ready condition.
 // ---------------------------------------------------------------------------------------------
-// PrivateImage Ready (SPEC §2.1, §3.1)
+// PrivateImage Ready (README: PrivateImage; "Limits and regions")
 
 #[test]
 fn image_with_file_source_is_available() {
@@ -123,7 +123,7 @@ fn offline_world_takes_unlisted_sources_and_namespaces_as_ready() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Why a listed pair is not offered (SPEC §2.2, §3)
+// Why a listed pair is not offered (README: ImageShare)
 
 #[test]
 fn expired_share_offers_nothing_from_expires_at_on() {
@@ -380,7 +380,7 @@ fn refusal_reasons_follow_the_precedence_order() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Share states (SPEC §3)
+// Share states (README: ShareAcceptance)
 
 fn offered_x_to_b() -> Scenario {
     let mut s = Scenario::cluster();
@@ -640,7 +640,7 @@ fn not_offered_and_nonexistent_images_look_the_same_to_the_recipient() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Limits (SPEC §3.1)
+// Limits (README, "Limits and regions")
 
 fn available_count(out: &Outcome, ns: &str) -> usize {
     out.tenant(ns)
@@ -822,7 +822,7 @@ fn a_pair_offered_by_several_shares_counts_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Grants (SPEC §3)
+// Grants (README: ShareAcceptance; docs/security.md)
 
 #[test]
 fn grants_exist_exactly_for_images_with_accepted_pairs() {
@@ -917,7 +917,7 @@ fn volume_source_grant_adds_the_claim_and_the_cdi_clone_permission() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Status mechanics (SPEC §2)
+// Status mechanics (README, "The API")
 
 #[test]
 fn observed_generation_is_the_objects_generation() {
@@ -1000,7 +1000,7 @@ fn received_images_are_capped_at_1000_with_a_count_of_the_rest() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Events (SPEC §3, §5)
+// Events (README: Events)
 
 fn notes(events: &[&ims_operator::core::EventSpec]) -> Vec<String> {
     events

@@ -1,4 +1,4 @@
-//! Properties of the decision engine over random small worlds (SPEC §3, §3.1, §5):
+//! Properties of the decision engine over random small worlds (README: "The API", "Limits and regions", "Performance"):
 //! limits are never exceeded (also when they are lowered between rounds: what was admitted
 //! stays, nothing new is admitted beyond them), the output does not depend on input order, an
 //! evaluation fed its own statuses is a fixed point, a grant exists exactly for the Accepted

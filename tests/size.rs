@@ -1,4 +1,4 @@
-//! Status size bounds (SPEC §2.2): the largest legal ImageShare status — 30 images × 128
+//! Status size bounds (README, "The API": ImageShare): the largest legal ImageShare status — 30 images × 128
 //! recipients with 63-character names, pairs in all four states, a condition with a maximal
 //! message — serializes far below etcd's 1.5 MiB object limit (under 512 KiB). The status is
 //! built by the engine itself, with every limit lifted.
@@ -134,7 +134,7 @@ const ETCD_LIMIT: usize = 1536 * KIB;
 
 #[test]
 fn largest_share_acceptance_status_fits_in_etcd() {
-    // The "shared with me" list holds up to 1,000 entries (SPEC §2.3), each with the image's
+    // The "shared with me" list holds up to 1,000 entries (README, "The API": ImageOffer), each with the image's
     // displayName (≤128), osVersion (≤128), decidedBy (a ShareAcceptance name, ≤253) and, while
     // Accepted, source.file.url (≤2048). At those lengths 1,000 entries would not fit, so the
     // list stops at its byte budget and moreImages counts the rest.
