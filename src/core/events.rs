@@ -146,12 +146,23 @@ fn share_pairs(status: Option<&ImageShareStatus>) -> Vec<((&str, &str), ShareSta
     pairs
 }
 
+/// Pairs by image, then recipient. The pairs of one image share its name, so names at the
+/// same address are equal without reading them.
+fn cmp_pairs(a: &(&str, &str), b: &(&str, &str)) -> std::cmp::Ordering {
+    let image = if std::ptr::eq(a.0, b.0) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.0.cmp(b.0)
+    };
+    image.then_with(|| a.1.cmp(b.1))
+}
+
 /// Sorts pairs and keeps the last of equal ones, as repeated inserts into a map would.
 fn sorted_by_pair<V>(pairs: &mut Vec<((&str, &str), V)>) {
     // Stable, so equal pairs keep their listing order and the last listed is kept.
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.sort_by(|a, b| cmp_pairs(&a.0, &b.0));
     pairs.dedup_by(|later, earlier| {
-        if later.0 == earlier.0 {
+        if cmp_pairs(&later.0, &earlier.0).is_eq() {
             std::mem::swap(later, earlier);
             true
         } else {
@@ -161,7 +172,7 @@ fn sorted_by_pair<V>(pairs: &mut Vec<((&str, &str), V)>) {
 }
 
 fn find_pair<'v, V>(pairs: &'v [((&str, &str), V)], pair: &(&str, &str)) -> Option<&'v V> {
-    let i = pairs.binary_search_by(|(p, _)| p.cmp(pair)).ok()?;
+    let i = pairs.binary_search_by(|(p, _)| cmp_pairs(p, pair)).ok()?;
     Some(&pairs[i].1)
 }
 

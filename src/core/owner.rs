@@ -113,16 +113,25 @@ impl RecipientPairs {
 #[derive(Clone, Debug, Default)]
 pub struct OfferedPairs {
     recipients: Vec<RecipientPairs>,
+    /// Where each recipient is in `recipients`: every recipient's statuses look up their own
+    /// pairs of every owner that offers them something.
+    index: HashMap<Arc<str>, usize>,
 }
 
 impl OfferedPairs {
+    /// From every recipient's pairs, in recipient name order.
+    fn new(recipients: Vec<RecipientPairs>) -> Self {
+        let index = recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.recipient.clone(), i))
+            .collect();
+        OfferedPairs { recipients, index }
+    }
+
     /// The pairs offered to `recipient`.
     pub fn get(&self, recipient: &str) -> Option<&RecipientPairs> {
-        let i = self
-            .recipients
-            .binary_search_by(|r| (*r.recipient).cmp(recipient))
-            .ok()?;
-        Some(&self.recipients[i])
+        self.recipients.get(*self.index.get(recipient)?)
     }
 
     /// Every recipient's pairs, in recipient name order.
@@ -484,13 +493,22 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         .iter()
         .map(|s| share_recipients(snap, &eval.owner, &s.object))
         .collect();
-    let mut images: Vec<&str> = Vec::new();
-    let mut image_numbers: HashMap<&str, usize> = HashMap::default();
-    let mut recipients: Vec<&str> = Vec::new();
-    let mut recipient_numbers: HashMap<&str, usize> = HashMap::default();
+    // Sized for the listed names and pairs, which bound them: no table grows on the way.
+    let listed_images: usize = shares.iter().map(|s| s.object.spec.images.len()).sum();
+    let listed_recipients: usize = share_recipients.iter().map(Vec::len).sum();
+    let listed_pairs: usize = shares
+        .iter()
+        .zip(&share_recipients)
+        .map(|(s, r)| s.object.spec.images.len() * r.len())
+        .sum();
+    let mut images: Vec<&str> = Vec::with_capacity(listed_images);
+    let mut image_numbers: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(listed_images, Default::default());
+    let mut recipients: Vec<&str> = Vec::with_capacity(listed_recipients);
+    let mut recipient_numbers: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(listed_recipients, Default::default());
     // By image number: its candidate recipients' numbers, in the order they were met.
-    let mut candidates: Vec<Vec<usize>> = Vec::new();
-    let mut seen: HashSet<(usize, usize)> = HashSet::default();
+    let mut candidates: Vec<Vec<usize>> = Vec::with_capacity(listed_images);
+    let mut seen: HashSet<(usize, usize)> = HashSet::with_capacity_and_hasher(listed_pairs, Default::default());
     for (share, listed) in shares.iter().zip(&share_recipients) {
         if is_expired(snap, &share.object) {
             continue;
@@ -638,7 +656,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
                 .collect(),
         });
     }
-    eval.by_recipient = OfferedPairs { recipients: offered };
+    eval.by_recipient = OfferedPairs::new(offered);
     eval.shared_images_used = used_images;
 }
 
