@@ -26,6 +26,8 @@ pub struct ImageVerdict {
     pub ready: bool,
     pub reason: ImageReason,
     pub message: String,
+    /// `spec.published` of the image judged: a published image is not shared.
+    pub published: bool,
 }
 
 /// How specifically a ShareAcceptance decides an image: one that names the image beats one
@@ -202,15 +204,14 @@ impl OwnerEval {
     }
 
     /// Why no pair of `image` is offered whatever the recipient.
-    pub fn image_refusal(&self, snap: &Snapshot, image: &str) -> Option<Refusal> {
+    pub fn image_refusal(&self, image: &str) -> Option<Refusal> {
         let Some(verdict) = self.images.get(image) else {
             return Some(Refusal::ImageNotFound);
         };
         if !verdict.ready {
             return Some(Refusal::ImageNotReady);
         }
-        let entry = snap.image(&self.owner, image)?;
-        entry.object.spec.published.then_some(Refusal::ImagePublished)
+        verdict.published.then_some(Refusal::ImagePublished)
     }
 
     /// Why no pair with `recipient` is offered whatever the image.
@@ -336,6 +337,7 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
         } else {
             ImageVerdict {
                 ready: false,
+                published: false,
                 reason: ImageReason::QuotaExceeded,
                 message: format!(
                     "namespace {owner} already has {used} private images, the limit is {}; delete an image or ask an administrator to raise {}",
@@ -344,6 +346,10 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
                 ),
             }
         };
+        let verdict = ImageVerdict {
+            published: image.spec.published,
+            ..verdict
+        };
         verdicts.insert(entry.name.clone(), verdict);
     }
     (verdicts, used)
@@ -351,7 +357,12 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
 
 fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerdict {
     use ImageReason::*;
-    let verdict = |ready, reason, message: String| ImageVerdict { ready, reason, message };
+    let verdict = |ready, reason, message: String| ImageVerdict {
+        ready,
+        reason,
+        message,
+        published: false,
+    };
     let kubevirt = match snap.world {
         World::Cluster { kubevirt } => kubevirt,
         // simulate: the config file's `kubevirt` key (or `simulate --kubevirt`), as `run` reads it.
@@ -528,7 +539,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
             continue;
         }
         for image in &share.object.spec.images {
-            if eval.image_refusal(snap, image).is_some() {
+            if eval.image_refusal(image).is_some() {
                 continue;
             }
             let number = *image_numbers.entry(image).or_insert_with(|| {

@@ -123,7 +123,7 @@ pub fn share_status(
         let image_refusal = if expired {
             Some(Refusal::Expired)
         } else {
-            own.image_refusal(snap, image)
+            own.image_refusal(image)
         };
         verdicts.clear();
         let mut counts = [0usize; 4];
