@@ -73,14 +73,11 @@ impl TenantMemo {
     }
 }
 
-/// A status and the events it needs.
-pub(crate) type Computed<S> = (Option<StatusUpdate<S>>, Vec<EventSpec>);
-
 /// Reuses the memoized status of `key` from `old` when the owner's evaluation and the input
 /// object are the very same values — and, when the status differs from the current one (so
 /// new transition times are stamped), the same `now` — or computes it; either way records it
 /// in `new` (unless nothing is to be remembered). Entries not carried over are thereby
-/// forgotten.
+/// forgotten. The events it needs are added to `events`; `compute` adds them there too.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
     old: &mut HashMap<Key, Memoized<K, S>>,
@@ -90,11 +87,11 @@ pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
     owner: &Arc<OwnerEval>,
     input: Option<&Arc<K>>,
     now: Timestamp,
-    compute: impl FnOnce() -> Computed<S>,
-) -> (Option<Arc<StatusUpdate<S>>>, Vec<EventSpec>) {
+    events: &mut Vec<EventSpec>,
+    compute: impl FnOnce(&mut Vec<EventSpec>) -> Option<StatusUpdate<S>>,
+) -> Option<Arc<StatusUpdate<S>>> {
     if !remember {
-        let (update, events) = compute();
-        return (update.map(Arc::new), events);
+        return compute(events).map(Arc::new);
     }
     let reusable = old.remove(key).filter(|m| {
         Arc::ptr_eq(&m.owner, owner)
@@ -106,21 +103,25 @@ pub(crate) fn memoized<Key: Eq + Hash + Clone, K, S>(
             && (m.now == now || !m.update.as_ref().is_some_and(|u| u.changed))
     });
     let memo = match reusable {
-        Some(m) => m,
+        Some(m) => {
+            events.extend_from_slice(&m.events);
+            m
+        }
         None => {
-            let (update, events) = compute();
+            let start = events.len();
+            let update = compute(events);
             Memoized {
                 owner: owner.clone(),
                 input: input.cloned(),
                 now,
                 update: update.map(Arc::new),
-                events: events.into(),
+                events: events[start..].into(),
             }
         }
     };
-    let out = (memo.update.clone(), memo.events.to_vec());
+    let update = memo.update.clone();
     new.insert(key.clone(), memo);
-    out
+    update
 }
 
 impl Evaluator {

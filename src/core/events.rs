@@ -118,16 +118,23 @@ fn ready_event(
     Some(EventSpec::new(regarding, type_, reason, action, note))
 }
 
+/// The events of a PrivateImage's new status, added to `events` (as the other `*_events`
+/// do: a tenant's events are gathered in one list).
 pub fn image_events(
+    events: &mut Vec<EventSpec>,
     regarding: &Regarding,
     old: Option<&PrivateImageStatus>,
     new: &PrivateImageStatus,
     reason: &'static str,
-) -> Vec<EventSpec> {
+) {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    ready_event(regarding, old_conditions, &new.conditions, reason, Action::Admit)
-        .into_iter()
-        .collect()
+    events.extend(ready_event(
+        regarding,
+        old_conditions,
+        &new.conditions,
+        reason,
+        Action::Admit,
+    ));
 }
 
 /// The (image, recipient) pairs a share status lists with their states, sorted, each once (a
@@ -157,8 +164,12 @@ fn cmp_pairs(a: &(&str, &str), b: &(&str, &str)) -> std::cmp::Ordering {
     image.then_with(|| a.1.cmp(b.1))
 }
 
-/// Sorts pairs and keeps the last of equal ones, as repeated inserts into a map would.
+/// Sorts pairs and keeps the last of equal ones, as repeated inserts into a map would. A
+/// status the engine wrote lists them sorted already: that is only checked.
 fn sorted_by_pair<V>(pairs: &mut Vec<((&str, &str), V)>) {
+    if pairs.windows(2).all(|w| cmp_pairs(&w[0].0, &w[1].0).is_lt()) {
+        return;
+    }
     // Stable, so equal pairs keep their listing order and the last listed is kept.
     pairs.sort_by(|a, b| cmp_pairs(&a.0, &b.0));
     pairs.dedup_by(|later, earlier| {
@@ -214,11 +225,12 @@ fn pair_list(pairs: &[(&str, &str)], max: usize) -> String {
 }
 
 pub fn share_events(
+    events: &mut Vec<EventSpec>,
     regarding: &Regarding,
     old: Option<&ImageShareStatus>,
     new: &ImageShareStatus,
     reason: &'static str,
-) -> Vec<EventSpec> {
+) {
     let before = share_pairs(old);
     let after = share_pairs(Some(new));
     // reason -> (image, recipient) items
@@ -234,13 +246,10 @@ pub fn share_events(
     for (pair, _) in before.iter().filter(|(p, _)| find_pair(&after, p).is_none()) {
         groups.entry(EventReason::OfferWithdrawn).or_default().push(*pair);
     }
-    let mut events: Vec<EventSpec> = groups
-        .into_iter()
-        .map(|(reason, items)| {
-            let note = format!("{reason}: {}", pair_list(&items, 20));
-            EventSpec::new(regarding, EventType::Normal, reason.as_str(), Action::Share, note)
-        })
-        .collect();
+    events.extend(groups.into_iter().map(|(reason, items)| {
+        let note = format!("{reason}: {}", pair_list(&items, 20));
+        EventSpec::new(regarding, EventType::Normal, reason.as_str(), Action::Share, note)
+    }));
     // Every newly refused pair, also when the Ready reason stays the same.
     let refused_before = refused_pairs(old);
     let mut refused: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
@@ -270,28 +279,25 @@ pub fn share_events(
         reason,
         Action::Share,
     ));
-    events
 }
 
 /// A ShareAcceptance's own events: its Ready condition. What happens to the images it
 /// decides is told once, on the ImageOffer (or, for revoked access, on this acceptance when it
 /// was the deciding one; see [`offer_events`]).
 pub fn acceptance_events(
+    events: &mut Vec<EventSpec>,
     regarding: &Regarding,
     old: Option<&ShareAcceptanceStatus>,
     new: &ShareAcceptanceStatus,
     reason: &'static str,
-) -> Vec<EventSpec> {
+) {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut events: Vec<EventSpec> = ready_event(regarding, old_conditions, &new.conditions, reason, Action::Decide)
-        .into_iter()
-        .collect();
-    for e in &mut events {
-        if e.reason != "Conflict" {
-            e.type_ = EventType::Normal;
+    if let Some(mut event) = ready_event(regarding, old_conditions, &new.conditions, reason, Action::Decide) {
+        if event.reason != "Conflict" {
+            event.type_ = EventType::Normal;
         }
+        events.push(event);
     }
-    events
 }
 
 /// Recipient-side events of one owner's offer: images newly offered, state changes, and
@@ -300,13 +306,14 @@ pub fn acceptance_events(
 /// Revoked access is told on the ShareAcceptance that had accepted the image when it still
 /// exists (`deciding` finds it), otherwise on the ImageOffer.
 pub fn offer_events(
+    events: &mut Vec<EventSpec>,
     regarding: &Regarding,
     owner: &str,
     old: Option<&ImageOfferStatus>,
     new: Option<&ImageOfferStatus>,
     why_gone: &dyn Fn(&str) -> String,
     deciding: &dyn Fn(&str) -> Option<Regarding>,
-) -> Vec<EventSpec> {
+) {
     let before: BTreeMap<&str, (ShareState, Option<&str>)> = old
         .iter()
         .flat_map(|s| &s.images)
@@ -318,7 +325,6 @@ pub fn offer_events(
     after.sort_unstable_by_key(|(name, _)| *name);
     after.dedup_by_key(|(name, _)| *name);
     let listed_after = |name: &str| after.binary_search_by_key(&name, |(n, _)| n).is_ok();
-    let mut events = Vec::with_capacity(1);
     let mut offered = Vec::with_capacity(after.len());
     let mut changed: BTreeMap<ShareState, Vec<&str>> = BTreeMap::new();
     for (name, state) in &after {
@@ -374,7 +380,6 @@ pub fn offer_events(
             ));
         }
     }
-    events
 }
 
 #[cfg(test)]

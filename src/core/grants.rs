@@ -68,7 +68,17 @@ pub fn made_for_image(meta: &ObjectMeta, image: &str) -> bool {
 
 /// The name of the Role and RoleBinding of an image.
 pub fn grant_name(image: &str) -> String {
-    format!("ims-image-{image}")
+    let mut name = String::with_capacity(GRANT_PREFIX.len() + image.len());
+    push_grant_name(&mut name, image);
+    name
+}
+
+const GRANT_PREFIX: &str = "ims-image-";
+
+/// Writes [`grant_name`] into a message being built.
+pub fn push_grant_name(out: &mut String, image: &str) {
+    out.push_str(GRANT_PREFIX);
+    out.push_str(image);
 }
 
 /// Builds the grant of one image for its accepted recipients (sorted namespace names), with

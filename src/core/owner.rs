@@ -378,7 +378,7 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
     let source = &image.spec.source;
     match (&source.file, &source.volume, &source.server) {
         (Some(file), None, None) if valid_file_url(&file.url) => {
-            verdict(true, Available, format!("image file {}", file.url))
+            verdict(true, Available, ["image file ", file.url.as_str()].concat())
         }
         (Some(file), None, None) => verdict(
             false,

@@ -13,7 +13,7 @@ use crate::api::{
 
 use super::{
     conditions::{LIST_CAPACITY, condition, name_list, ready_conditions, write_list},
-    grants::{Grant, build_grant, grant_name},
+    grants::{Grant, build_grant, push_grant_name},
     limits::describe,
     owner::{OwnerEval, Specificity, Winner, is_expired, share_reaches, share_recipients},
     snapshot::{Entry, Snapshot},
@@ -60,15 +60,15 @@ pub fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage
         // Whether the accepted recipients can use it: the grant may be blocked.
         let (granted, reason, message) = match snap.grant_fault(&own.owner, name) {
             Some(fault) => (false, fault.reason, fault.message.clone()),
-            None => (
-                true,
-                AccessReason::Granted,
-                format!(
-                    "Role and RoleBinding {} let the {} accepted recipient(s) use the image",
-                    grant_name(name),
-                    recipients.accepted
-                ),
-            ),
+            None => (true, AccessReason::Granted, {
+                let mut message = String::with_capacity(96 + name.len());
+                message.push_str("Role and RoleBinding ");
+                push_grant_name(&mut message, name);
+                message.push_str(" let the ");
+                message.push_str(itoa::Buffer::new().format(recipients.accepted));
+                message.push_str(" accepted recipient(s) use the image");
+                message
+            }),
         };
         conditions.push(condition(
             previous_conditions.unwrap_or_default(),
@@ -320,14 +320,14 @@ pub fn acceptance_status(
             covered += 1;
             let (reason, decided_by) = match &pair.winner {
                 _ if pair.withheld => (DecisionReason::UnreadableAcceptance, None),
-                Some(w) if w.acceptance != *name && w.specificity > mine => {
+                Some(w) if w.specificity > mine && w.acceptance != *name => {
                     let reason = match w.specificity {
                         Specificity::Image => DecisionReason::NamedAcceptance,
                         _ => DecisionReason::OwnerAcceptance,
                     };
                     (reason, Some(w.acceptance.clone()))
                 }
-                Some(w) if w.acceptance != *name && w.decision != spec.decision => {
+                Some(w) if w.decision != spec.decision && w.acceptance != *name => {
                     // An acceptance by selector covers several owners' images.
                     conflicts.push((by_selector.then_some(&*owner.owner), image, w));
                     (DecisionReason::Conflict, Some(w.acceptance.clone()))

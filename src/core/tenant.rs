@@ -78,7 +78,7 @@ impl Evaluator {
             ));
         }
         for entry in snap.images_in(namespace) {
-            let (update, events) = memoized(
+            let update = memoized(
                 &mut old.images,
                 &mut memo.images,
                 remember,
@@ -86,22 +86,21 @@ impl Evaluator {
                 &own,
                 Some(&entry.object),
                 now,
-                || {
+                &mut out.events,
+                |events| {
                     let update = image_status(snap, &own, entry);
-                    let mut events = Vec::new();
                     if update.changed {
-                        let regarding = &entry.regarding;
                         let reason = own.images[&entry.name].reason.as_str();
-                        events = image_events(regarding, entry.object.status.as_ref(), &update.status, reason);
+                        let old = entry.object.status.as_ref();
+                        image_events(events, &entry.regarding, old, &update.status, reason);
                     }
-                    (Some(update), events)
+                    Some(update)
                 },
             );
-            out.events.extend(events);
             out.images.extend(update);
         }
         for entry in snap.shares_in(namespace) {
-            let (update, events) = memoized(
+            let update = memoized(
                 &mut old.shares,
                 &mut memo.shares,
                 remember,
@@ -109,17 +108,16 @@ impl Evaluator {
                 &own,
                 Some(&entry.object),
                 now,
-                || {
+                &mut out.events,
+                |events| {
                     let (update, reason) = share_status(snap, &own, entry);
-                    let mut events = Vec::new();
                     if update.changed {
-                        let regarding = &entry.regarding;
-                        events = share_events(regarding, entry.object.status.as_ref(), &update.status, reason);
+                        let old = entry.object.status.as_ref();
+                        share_events(events, &entry.regarding, old, &update.status, reason);
                     }
-                    (Some(update), events)
+                    Some(update)
                 },
             );
-            out.events.extend(events);
             out.shares.extend(update);
         }
         out.grants = self.grants(snap, namespace);
@@ -146,7 +144,7 @@ impl Evaluator {
                 }
             };
             let key_owner = owners.first().cloned().unwrap_or_else(|| own.clone());
-            let (update, events) = memoized(
+            let update = memoized(
                 &mut old.acceptances,
                 &mut memo.acceptances,
                 remember_this,
@@ -154,24 +152,25 @@ impl Evaluator {
                 &key_owner,
                 Some(&entry.object),
                 now,
-                || {
+                &mut out.events,
+                |events| {
                     let (update, reason) = acceptance_status(snap, owners, entry);
-                    let mut events = Vec::new();
                     if update.changed {
-                        let regarding = &entry.regarding;
-                        events = acceptance_events(regarding, entry.object.status.as_ref(), &update.status, reason);
+                        let old = entry.object.status.as_ref();
+                        acceptance_events(events, &entry.regarding, old, &update.status, reason);
                     }
-                    (Some(update), events)
+                    Some(update)
                 },
             );
-            out.events.extend(events);
             out.acceptances.extend(update);
         }
+        // The namespace's name, shared by the events about ImageOffers not written yet.
+        let namespace_name: Arc<str> = namespace.into();
         for owner_name in snap.owners_offering(namespace) {
             let owner = self.owner(snap, owner_name);
             let current = snap.offer(namespace, owner_name);
             let key: Arc<str> = owner_name.into();
-            let (update, events) = memoized(
+            let update = memoized(
                 &mut old.offers,
                 &mut memo.offers,
                 remember,
@@ -179,30 +178,29 @@ impl Evaluator {
                 &owner,
                 current,
                 now,
-                || {
+                &mut out.events,
+                |events| {
                     let update = offer_status(snap, &owner, namespace, current.map(|o| &**o));
                     let old_status = current.and_then(|o| o.status.as_ref());
                     let new_status = update.as_ref().map(|u| &u.status);
-                    let mut events = Vec::new();
                     if old_status != new_status {
                         let regarding = match current {
                             Some(o) => Regarding::object(Kind::ImageOffer, &o.metadata),
                             None => Regarding {
                                 kind: Kind::ImageOffer,
-                                namespace: Some(namespace.into()),
-                                name: owner_name.into(),
+                                namespace: Some(namespace_name.clone()),
+                                name: key.clone(),
                                 uid: None,
                             },
                         };
                         let why = |image: &str| withdrawal_cause(snap, &owner, image, namespace);
                         let deciding =
                             |acceptance: &str| snap.acceptance(namespace, acceptance).map(|e| e.regarding.clone());
-                        events = offer_events(&regarding, owner_name, old_status, new_status, &why, &deciding);
+                        offer_events(events, &regarding, owner_name, old_status, new_status, &why, &deciding);
                     }
-                    (update, events)
+                    update
                 },
             );
-            out.events.extend(events);
             match update {
                 Some(update) => out.offers.push(update),
                 None if current.is_some() => out.withdrawn_offers.push(owner_name.to_string()),
