@@ -40,8 +40,8 @@ pub struct Grant {
     source_object: Option<String>,
     /// The disk claims of a `server` source's VirtualMachine.
     claims: Vec<String>,
-    /// The accepted recipients, sorted.
-    recipients: Vec<String>,
+    /// The accepted recipients, sorted (names shared with the owner's evaluation).
+    recipients: Vec<Arc<str>>,
     templates: Arc<[SubjectTemplate]>,
 }
 
@@ -83,7 +83,7 @@ pub fn push_grant_name(out: &mut String, image: &str) {
 
 /// Builds the grant of one image for its accepted recipients (sorted namespace names), with
 /// the disk claims the snapshot knows for a `server` source.
-pub fn build_grant(snap: &Snapshot, image: &PrivateImage, accepted: &[&str]) -> Grant {
+pub fn build_grant<R: Clone + Into<Arc<str>>>(snap: &Snapshot, image: &PrivateImage, accepted: &[R]) -> Grant {
     let claims = match &image.spec.source.server {
         Some(server) => snap.machine_claims(&image.namespace().unwrap_or_default(), &server.name),
         None => &[],
@@ -123,10 +123,10 @@ fn rules_for(kind: SourceKind, image: &str, source_object: Option<&str>, claims:
 }
 
 /// Builds the grant of one image for its accepted recipients (sorted namespace names).
-pub fn build_grant_with(
+pub fn build_grant_with<R: Clone + Into<Arc<str>>>(
     image: &PrivateImage,
     claims: &[String],
-    accepted: &[&str],
+    accepted: &[R],
     templates: &Arc<[SubjectTemplate]>,
 ) -> Grant {
     Grant {
@@ -136,7 +136,7 @@ pub fn build_grant_with(
         kind: SourceKind::of(&image.spec.source).unwrap_or(SourceKind::File),
         source_object: SourceKind::object_name(&image.spec.source).map(str::to_string),
         claims: claims.to_vec(),
-        recipients: accepted.iter().map(|r| r.to_string()).collect(),
+        recipients: accepted.iter().cloned().map(Into::into).collect(),
         templates: templates.clone(),
     }
 }

@@ -99,7 +99,13 @@ pub struct RecipientPairs {
     pub recipient: Arc<str>,
     /// In image name order.
     pub pairs: Vec<(Arc<str>, PairState)>,
+    /// Which of the first 64 of the owner's live shares (`OwnerEval::live_shares`) reach the
+    /// recipient, a bit each: every inbox asks.
+    pub reached_by: u64,
 }
+
+/// How many of an owner's live shares [`RecipientPairs::reached_by`] tells about.
+pub const REACH_BITS: usize = 64;
 
 impl RecipientPairs {
     /// The pair of `image`; `None` when it is not offered to this recipient.
@@ -276,6 +282,13 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     };
     admit_pairs(snap, &mut eval);
     decide_states(snap, &mut eval);
+    for (i, share) in eval.live_shares.iter().enumerate().take(REACH_BITS) {
+        for recipient in share_recipients(snap, owner, share) {
+            if let Some(&k) = eval.by_recipient.index.get(recipient) {
+                eval.by_recipient.recipients[k].reached_by |= 1 << i;
+            }
+        }
+    }
     for image in &eval.shared_images {
         if let Some(entry) = snap.image(owner, image) {
             let spec = &entry.object.spec;
@@ -660,6 +673,7 @@ fn admit_pairs(snap: &Snapshot, eval: &mut OwnerEval) {
         }
         numbers.sort_unstable_by_key(|&number| image_name_rank[number]);
         offered.push(RecipientPairs {
+            reached_by: 0,
             recipient: Arc::from(recipients[r]),
             pairs: numbers
                 .iter()
@@ -732,7 +746,7 @@ pub fn share_recipients<'a>(snap: &'a Snapshot, owner: &str, share: &'a ImageSha
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
     // Both in recipient name order: walked side by side rather than looked up per recipient.
     let mut naming = snap.acceptances_naming(&eval.owner).peekable();
-    for RecipientPairs { recipient, pairs } in &mut eval.by_recipient.recipients {
+    for RecipientPairs { recipient, pairs, .. } in &mut eval.by_recipient.recipients {
         while naming.next_if(|(r, _)| *r < &**recipient).is_some() {}
         let named = naming.next_if(|(r, _)| *r == &**recipient).map(|(_, named)| named);
         let acceptances: Vec<&Entry<ShareAcceptance>> = named

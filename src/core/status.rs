@@ -15,7 +15,7 @@ use super::{
     conditions::{LIST_CAPACITY, condition, name_list, ready_conditions, write_list},
     grants::{Grant, build_grant, push_grant_name},
     limits::describe,
-    owner::{OwnerEval, Specificity, Winner, is_expired, share_reaches, share_recipients},
+    owner::{OwnerEval, REACH_BITS, Specificity, Winner, is_expired, share_reaches, share_recipients},
     snapshot::{Entry, Snapshot},
     vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
 };
@@ -269,11 +269,11 @@ fn refusal_message(share: &ImageShare, own: &OwnerEval, refused: &RefusedPairs) 
 /// The grants an owner's accepted pairs need.
 pub fn grants(snap: &Snapshot, own: &OwnerEval) -> Vec<Grant> {
     // image -> its accepted recipients, in name order as `by_recipient` is.
-    let mut accepted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut accepted: BTreeMap<&str, Vec<Arc<str>>> = BTreeMap::new();
     for offered in own.by_recipient.iter() {
         for (image, pair) in &offered.pairs {
             if pair.state == ShareState::Accepted {
-                accepted.entry(image).or_default().push(&offered.recipient);
+                accepted.entry(image).or_default().push(offered.recipient.clone());
             }
         }
     }
@@ -441,20 +441,32 @@ pub fn offer_status(
     recipient: &str,
     current: Option<&ImageOffer>,
 ) -> Option<StatusUpdate<ImageOfferStatus>> {
-    let offered = &owner.by_recipient.get(recipient)?.pairs;
+    let to_me = owner.by_recipient.get(recipient)?;
+    let offered = &to_me.pairs;
     let mut status = ImageOfferStatus {
         images: Vec::with_capacity(offered.len().min(MAX_LISTED_IMAGES)),
         ..Default::default()
     };
     let mut listed_bytes = 0usize;
     // Shares that offer something to this recipient, with when they end (`None`: never).
-    let shares: Vec<(&ImageShare, Option<&Time>)> = owner
-        .live_shares
-        .iter()
-        .map(|s| &**s)
-        .filter(|s| share_reaches(snap, &owner.owner, s, recipient))
-        .map(|s| (s, s.spec.expires_at.as_ref()))
-        .collect();
+    let reaching = || {
+        owner.live_shares.iter().enumerate().filter_map(|(i, share)| {
+            let reaches = if i < REACH_BITS {
+                to_me.reached_by & (1 << i) != 0
+            } else {
+                share_reaches(snap, &owner.owner, share, recipient)
+            };
+            reaches.then_some(&**share)
+        })
+    };
+    // The one share that reaches the recipient, if it is one, lists every image offered to it.
+    let only_share = {
+        let mut shares = reaching();
+        match (shares.next(), shares.next()) {
+            (Some(share), None) => Some(share),
+            _ => None,
+        }
+    };
     for (image, pair) in offered {
         match pair.state {
             ShareState::Pending => status.pending += 1,
@@ -508,10 +520,9 @@ pub fn offer_status(
             os_version: description.os_version.clone(),
             architecture: spec.architecture,
             disk_size_gib: spec.disk_size_gib,
-            expires_at: match shares[..] {
-                // The one share that reaches the recipient lists every image offered to it.
-                [(_, ends)] => ends.cloned(),
-                _ => offer_ends(&shares, image),
+            expires_at: match only_share {
+                Some(share) => share.spec.expires_at.clone(),
+                None => offer_ends(reaching(), image),
             },
             source,
         });
@@ -526,13 +537,13 @@ pub fn offer_status(
 
 /// When an image stops being offered through the given shares: the latest end among those
 /// that list it; `None` when one of them does not end.
-fn offer_ends(shares: &[(&ImageShare, Option<&Time>)], image: &str) -> Option<Time> {
+fn offer_ends<'a>(shares: impl Iterator<Item = &'a ImageShare>, image: &str) -> Option<Time> {
     let mut latest: Option<&Time> = None;
-    for (share, ends) in shares {
+    for share in shares {
         if !share.spec.images.iter().any(|i| i == image) {
             continue;
         }
-        let ends = (*ends)?;
+        let ends = share.spec.expires_at.as_ref()?;
         if latest.is_none_or(|l| l.0 < ends.0) {
             latest = Some(ends);
         }
