@@ -113,6 +113,18 @@ impl RecipientPairs {
         let i = self.pairs.binary_search_by(|(name, _)| (**name).cmp(image)).ok()?;
         Some(&self.pairs[i].1)
     }
+
+    /// [`RecipientPairs::get`] with the evaluation's own name of the image (a key of
+    /// [`OwnerEval::images`], which the pairs share): a few pairs are scanned by address.
+    pub fn get_shared(&self, image: &Arc<str>) -> Option<&PairState> {
+        if self.pairs.len() > 16 {
+            return self.get(image);
+        }
+        self.pairs
+            .iter()
+            .find(|(name, _)| Arc::ptr_eq(name, image))
+            .map(|(_, pair)| pair)
+    }
 }
 
 /// Offered pairs by recipient, then by image, both in name order. Built once per evaluation
@@ -167,7 +179,8 @@ pub struct OwnerEval {
     /// Images admitted under the shared-images limit.
     pub shared_images: BTreeSet<Arc<str>>,
     /// Each shared image with its descriptive strings, made once for every inbox that lists it.
-    pub descriptions: BTreeMap<Arc<str>, ImageDescription>,
+    /// By image name.
+    pub descriptions: Vec<(Arc<str>, ImageDescription)>,
     /// The state each pair has in the current ImageShare statuses, the operator's record
     /// (kept only while some recipient holds an unreadable acceptance, which needs it).
     pub recorded: BTreeMap<(String, String), ShareState>,
@@ -186,6 +199,15 @@ impl OwnerEval {
     /// The state of an offered pair; `None` when it is not offered.
     pub fn pair(&self, image: &str, recipient: &str) -> Option<ShareState> {
         self.by_recipient.get(recipient)?.get(image).map(|p| p.state)
+    }
+
+    /// The description of a shared image.
+    pub fn description(&self, image: &str) -> Option<&ImageDescription> {
+        let i = self
+            .descriptions
+            .binary_search_by(|(name, _)| (**name).cmp(image))
+            .ok()?;
+        Some(&self.descriptions[i].1)
     }
 
     /// Images offered to one recipient.
@@ -265,7 +287,7 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
         counts: BTreeMap::new(),
         by_recipient: OfferedPairs::default(),
         shared_images: BTreeSet::new(),
-        descriptions: BTreeMap::new(),
+        descriptions: Vec::new(),
         recorded: BTreeMap::new(),
         private_images_used,
         shared_images_used: 0,
@@ -309,7 +331,8 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
                         .unwrap_or_default(),
                 }),
             };
-            eval.descriptions.insert(image.clone(), description);
+            // `shared_images` is in name order.
+            eval.descriptions.push((image.clone(), description));
         }
     }
     eval

@@ -120,6 +120,8 @@ pub fn share_status(
     let expired = is_expired(snap, share);
     let mut verdicts = Vec::with_capacity(by_recipient.len());
     for image in &share.spec.images {
+        // The evaluation's name of the image, which its pairs share (none: not an image).
+        let shared_name = own.images.get_key_value(image.as_str()).map(|(name, _)| name);
         let image_refusal = if expired {
             Some(Refusal::Expired)
         } else {
@@ -128,7 +130,9 @@ pub fn share_status(
         verdicts.clear();
         let mut counts = [0usize; 4];
         for &(place, recipient, recipient_refusal, offered_to) in &by_recipient {
-            let pair = offered_to.and_then(|offered| Some((&offered.recipient, offered.get(image.as_str())?.state)));
+            let pair = offered_to
+                .zip(shared_name)
+                .and_then(|(offered, name)| Some((&offered.recipient, offered.get_shared(name)?.state)));
             let verdict = match (image_refusal.or(recipient_refusal), pair) {
                 (Some(reason), _) => Err((place, recipient, reason)),
                 (None, Some(pair)) => Ok(pair),
@@ -467,6 +471,7 @@ pub fn offer_status(
             _ => None,
         }
     };
+    let mut described = owner.descriptions.iter();
     for (image, pair) in offered {
         match pair.state {
             ShareState::Pending => status.pending += 1,
@@ -474,8 +479,10 @@ pub fn offer_status(
             ShareState::Rejected => status.rejected += 1,
             ShareState::Removed => status.removed += 1,
         }
-        // Every offered image is a shared image, which the evaluation describes.
-        let Some(description) = owner.descriptions.get(image) else {
+        // Every offered image is a shared image, which the evaluation describes. Both lists
+        // are in name order and share the names: walked in step, a lookup only should they not.
+        let walked = described.find(|(name, _)| Arc::ptr_eq(name, image)).map(|(_, d)| d);
+        let Some(description) = walked.or_else(|| owner.description(image)) else {
             continue;
         };
         let spec = &description.object.spec;
