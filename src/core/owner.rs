@@ -54,15 +54,21 @@ impl Specificity {
     }
 }
 
-/// What an inbox shows of a shared image besides its name (see [`OwnerEval::descriptions`]).
+/// What an inbox shows of a shared image besides its name (see [`OwnerEval::descriptions`]),
+/// copied from the image once, so that the many inboxes listing it do not read it again.
 #[derive(Clone, Debug)]
 pub struct ImageDescription {
-    /// The PrivateImage as the snapshot held it when evaluated.
-    pub object: Arc<PrivateImage>,
     pub display_name: Option<Arc<str>>,
+    pub image_type: api::ImageType,
+    pub os_type: Option<api::OsType>,
     pub os_version: Option<Arc<str>>,
+    pub architecture: api::Architecture,
+    pub disk_size_gib: i32,
     /// Where an accepted recipient finds the image.
     pub source: Arc<AcceptedSource>,
+    /// The serialized size of the image's own strings in an inbox entry (its names, URL and
+    /// claims), which bounds how many entries an ImageOffer lists.
+    pub listed_bytes: usize,
 }
 
 /// The decision in effect for an offered pair.
@@ -314,22 +320,38 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
     for image in &eval.shared_images {
         if let Some(entry) = snap.image(owner, image) {
             let spec = &entry.object.spec;
+            let claims = spec
+                .source
+                .server
+                .as_ref()
+                .map(|s| snap.machine_claims(owner, &s.name).to_vec())
+                .unwrap_or_default();
+            let listed_bytes = image.len()
+                + spec.display_name.as_ref().map_or(0, String::len)
+                + spec.os_version.as_ref().map_or(0, String::len)
+                + spec.source.file.as_ref().map_or(0, |f| f.url.len())
+                + spec
+                    .source
+                    .volume
+                    .as_ref()
+                    .map_or(0, |v| v.persistent_volume_claim.len())
+                + spec.source.server.as_ref().map_or(0, |v| v.name.len())
+                + claims.iter().map(|c| c.len() + 4).sum::<usize>();
             let description = ImageDescription {
-                object: entry.object.clone(),
                 display_name: spec.display_name.as_deref().map(Arc::from),
+                image_type: spec.image_type,
+                os_type: spec.os_type,
                 os_version: spec.os_version.as_deref().map(Arc::from),
+                architecture: spec.architecture,
+                disk_size_gib: spec.disk_size_gib,
                 source: Arc::new(AcceptedSource {
                     namespace: owner.to_string(),
                     file: spec.source.file.as_ref().map(Into::into),
                     persistent_volume_claim: spec.source.volume.as_ref().map(|v| v.persistent_volume_claim.clone()),
                     virtual_machine: spec.source.server.as_ref().map(|s| s.name.clone()),
-                    claims: spec
-                        .source
-                        .server
-                        .as_ref()
-                        .map(|s| snap.machine_claims(owner, &s.name).to_vec())
-                        .unwrap_or_default(),
+                    claims,
                 }),
+                listed_bytes,
             };
             // `shared_images` is in name order.
             eval.descriptions.push((image.clone(), description));

@@ -485,27 +485,10 @@ pub fn offer_status(
         let Some(description) = walked.or_else(|| owner.description(image)) else {
             continue;
         };
-        let spec = &description.object.spec;
         let entry_bytes = OFFER_ENTRY_OVERHEAD
-            + image.len()
+            + description.listed_bytes
             + owner.owner.len()
-            + pair.winner.as_ref().map_or(0, |w| w.acceptance.len())
-            + spec.display_name.as_ref().map_or(0, String::len)
-            + spec.os_version.as_ref().map_or(0, String::len)
-            + spec.source.file.as_ref().map_or(0, |f| f.url.len())
-            + spec
-                .source
-                .volume
-                .as_ref()
-                .map_or(0, |v| v.persistent_volume_claim.len())
-            + spec.source.server.as_ref().map_or(0, |v| {
-                v.name.len()
-                    + snap
-                        .machine_claims(&owner.owner, &v.name)
-                        .iter()
-                        .map(|c| c.len() + 4)
-                        .sum::<usize>()
-            });
+            + pair.winner.as_ref().map_or(0, |w| w.acceptance.len());
         if status.images.len() >= MAX_LISTED_IMAGES || listed_bytes + entry_bytes > MAX_OFFER_BYTES {
             listed_bytes = MAX_OFFER_BYTES;
             status.more_images += 1;
@@ -522,11 +505,11 @@ pub fn offer_status(
                 .filter(|_| !pair.withheld)
                 .map(|w| w.acceptance.clone()),
             display_name: description.display_name.clone(),
-            image_type: spec.image_type,
-            os_type: spec.os_type,
+            image_type: description.image_type,
+            os_type: description.os_type,
             os_version: description.os_version.clone(),
-            architecture: spec.architecture,
-            disk_size_gib: spec.disk_size_gib,
+            architecture: description.architecture,
+            disk_size_gib: description.disk_size_gib,
             expires_at: match only_share {
                 Some(share) => share.spec.expires_at.clone(),
                 None => offer_ends(reaching(), image),
