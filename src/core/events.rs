@@ -140,15 +140,18 @@ pub fn image_events(
 /// The (image, recipient) pairs a share status lists with their states, sorted, each once (a
 /// pair listed twice keeps the state listed last).
 fn share_pairs(status: Option<&ImageShareStatus>) -> Vec<((&str, &str), ShareState)> {
-    let mut pairs: Vec<((&str, &str), ShareState)> = status
-        .iter()
-        .flat_map(|s| &s.images)
-        .flat_map(|img| {
-            img.lists()
-                .into_iter()
-                .flat_map(move |(state, list)| list.iter().map(move |r| ((img.name.as_str(), &**r), state)))
-        })
-        .collect();
+    let images = status.map_or(&[][..], |s| &s.images[..]);
+    let mut pairs = Vec::with_capacity(images.iter().map(|img| img.recipients().count()).sum());
+    for img in images {
+        // Each list is sorted, so an image's pairs need only a short sort by recipient (stable:
+        // a recipient listed twice keeps its listing order); images listed in name order
+        // then leave nothing to sort.
+        let start = pairs.len();
+        for (state, list) in img.lists() {
+            pairs.extend(list.iter().map(|r| ((img.name.as_str(), &**r), state)));
+        }
+        pairs[start..].sort_by(|a, b| a.0.1.cmp(b.0.1));
+    }
     sorted_by_pair(&mut pairs);
     pairs
 }
