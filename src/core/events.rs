@@ -325,8 +325,16 @@ pub fn offer_events(
     // The engine lists an offer's images by name already, so this sorts next to nothing.
     let mut after: Vec<(&str, ShareState)> = Vec::with_capacity(new.map_or(0, |s| s.images.len()));
     after.extend(new.iter().flat_map(|s| &s.images).map(|i| (&*i.name, i.state)));
-    after.sort_unstable_by_key(|(name, _)| *name);
-    after.dedup_by_key(|(name, _)| *name);
+    // Stable, and the last of a name listed twice is kept, as a map's inserts would.
+    after.sort_by_key(|(name, _)| *name);
+    after.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
+        }
+    });
     let listed_after = |name: &str| after.binary_search_by_key(&name, |(n, _)| n).is_ok();
     let mut offered = Vec::with_capacity(after.len());
     let mut changed: BTreeMap<ShareState, Vec<&str>> = BTreeMap::new();

@@ -121,15 +121,14 @@ impl RecipientPairs {
     }
 
     /// [`RecipientPairs::get`] with the evaluation's own name of the image (a key of
-    /// [`OwnerEval::images`], which the pairs share): a few pairs are scanned by address.
+    /// [`OwnerEval::images`], which the pairs share): a few pairs are scanned by address first,
+    /// by name only when that finds none.
     pub fn get_shared(&self, image: &Arc<str>) -> Option<&PairState> {
-        if self.pairs.len() > 16 {
-            return self.get(image);
-        }
-        self.pairs
-            .iter()
-            .find(|(name, _)| Arc::ptr_eq(name, image))
-            .map(|(_, pair)| pair)
+        let by_address = (self.pairs.len() <= 16)
+            .then(|| self.pairs.iter().find(|(name, _)| Arc::ptr_eq(name, image)))
+            .flatten()
+            .map(|(_, pair)| pair);
+        by_address.or_else(|| self.get(image))
     }
 }
 

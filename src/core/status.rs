@@ -94,8 +94,8 @@ pub fn image_status(snap: &Snapshot, own: &OwnerEval, entry: &Entry<PrivateImage
 }
 
 /// Pairs a share lists but that are not offered: reason -> image -> recipients, each with its
-/// place in the share's list of recipients.
-type RefusedPairs<'a> = BTreeMap<Refusal, BTreeMap<&'a str, Vec<(usize, &'a str)>>>;
+/// place (the image's place in the share's list, then the recipient's).
+type RefusedPairs<'a> = BTreeMap<Refusal, BTreeMap<&'a str, Vec<((usize, usize), &'a str)>>>;
 
 /// The status of an ImageShare, and its Ready reason.
 pub fn share_status(
@@ -119,7 +119,7 @@ pub fn share_status(
     by_recipient.sort_by(|a, b| a.1.cmp(b.1));
     let expired = is_expired(snap, share);
     let mut verdicts = Vec::with_capacity(by_recipient.len());
-    for image in &share.spec.images {
+    for (pass, image) in share.spec.images.iter().enumerate() {
         // The evaluation's name of the image, which its pairs share (none: not an image).
         let shared_name = own.images.get_key_value(image.as_str()).map(|(name, _)| name);
         let image_refusal = if expired {
@@ -160,7 +160,7 @@ pub fn share_status(
                         .or_default()
                         .entry(image)
                         .or_default()
-                        .push((place, recipient));
+                        .push(((pass, place), recipient));
                     refused_here.entry(reason).or_default().push(recipient.to_string());
                 }
                 Ok((name, state)) => {
@@ -254,7 +254,7 @@ fn refusal_message(share: &ImageShare, own: &OwnerEval, refused: &RefusedPairs) 
         let pairs: Vec<String> = by_image
             .iter()
             .map(|(image, recipients)| {
-                // In the share's order of recipients.
+                // In the share's order of images, then of recipients.
                 let mut recipients = recipients.clone();
                 recipients.sort_by_key(|(place, _)| *place);
                 format!("{image} → {}", name_list(recipients.iter().map(|(_, r)| *r), 10))
