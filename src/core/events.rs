@@ -167,21 +167,26 @@ fn cmp_pairs(a: &(&str, &str), b: &(&str, &str)) -> std::cmp::Ordering {
     image.then_with(|| a.1.cmp(b.1))
 }
 
-/// Sorts pairs and keeps the last of equal ones, as repeated inserts into a map would. A
-/// status the engine wrote lists them sorted already: that is only checked.
+/// Sorts pairs and keeps the last of equal ones (see [`sort_keeping_last`]). A status the
+/// engine wrote lists them sorted already: that is only checked.
 fn sorted_by_pair<V>(pairs: &mut Vec<((&str, &str), V)>) {
     if pairs.windows(2).all(|w| cmp_pairs(&w[0].0, &w[1].0).is_lt()) {
         return;
     }
-    // Stable, so equal pairs keep their listing order and the last listed is kept.
-    pairs.sort_by(|a, b| cmp_pairs(&a.0, &b.0));
-    pairs.dedup_by(|later, earlier| {
-        if cmp_pairs(&later.0, &earlier.0).is_eq() {
+    sort_keeping_last(pairs, |a, b| cmp_pairs(&a.0, &b.0));
+}
+
+/// Sorts items and keeps the last listed of equal ones, as repeated inserts into a map would:
+/// a status may list an entry twice (it is read as the operator's record, not trusted).
+fn sort_keeping_last<T>(items: &mut Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    // Stable, so equal items keep their listing order.
+    items.sort_by(&cmp);
+    items.dedup_by(|later, earlier| {
+        let equal = cmp(later, earlier).is_eq();
+        if equal {
             std::mem::swap(later, earlier);
-            true
-        } else {
-            false
         }
+        equal
     });
 }
 
@@ -325,16 +330,7 @@ pub fn offer_events(
     // The engine lists an offer's images by name already, so this sorts next to nothing.
     let mut after: Vec<(&str, ShareState)> = Vec::with_capacity(new.map_or(0, |s| s.images.len()));
     after.extend(new.iter().flat_map(|s| &s.images).map(|i| (&*i.name, i.state)));
-    // Stable, and the last of a name listed twice is kept, as a map's inserts would.
-    after.sort_by_key(|(name, _)| *name);
-    after.dedup_by(|later, earlier| {
-        if later.0 == earlier.0 {
-            std::mem::swap(later, earlier);
-            true
-        } else {
-            false
-        }
-    });
+    sort_keeping_last(&mut after, |a, b| a.0.cmp(b.0));
     let listed_after = |name: &str| after.binary_search_by_key(&name, |(n, _)| n).is_ok();
     let mut offered = Vec::with_capacity(after.len());
     let mut changed: BTreeMap<ShareState, Vec<&str>> = BTreeMap::new();

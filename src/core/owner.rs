@@ -69,6 +69,9 @@ pub struct ImageDescription {
     /// The serialized size of the image's own strings in an inbox entry (its names, URL and
     /// claims), which bounds how many entries an ImageOffer lists.
     pub listed_bytes: usize,
+    /// Which of the first [`REACH_BITS`] of the owner's live shares list the image, a bit each
+    /// (as [`RecipientPairs::reached_by`] tells which reach a recipient).
+    pub listed_by: u64,
 }
 
 /// The decision in effect for an offered pair.
@@ -215,14 +218,6 @@ impl OwnerEval {
         Some(&self.descriptions[i].1)
     }
 
-    /// Images offered to one recipient.
-    pub fn offered_to(&self, recipient: &str) -> impl Iterator<Item = (&Arc<str>, &PairState)> {
-        self.by_recipient
-            .get(recipient)
-            .into_iter()
-            .flat_map(|r| r.pairs.iter().map(|(image, pair)| (image, pair)))
-    }
-
     /// Why a pair listed by a share is not offered, in this order: the share expired, then
     /// [`OwnerEval::image_refusal`], then [`OwnerEval::recipient_refusal`], then, for a pair
     /// still not offered, this: the limit that refused it.
@@ -351,6 +346,13 @@ pub fn evaluate_owner(snap: &Snapshot, owner: &str) -> OwnerEval {
                     claims,
                 }),
                 listed_bytes,
+                listed_by: eval
+                    .live_shares
+                    .iter()
+                    .take(REACH_BITS)
+                    .enumerate()
+                    .filter(|(_, share)| share.spec.images.iter().any(|i| **i == **image))
+                    .fold(0, |bits, (i, _)| bits | 1 << i),
             };
             // `shared_images` is in name order.
             eval.descriptions.push((image.clone(), description));
@@ -394,7 +396,7 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
         } else {
             ImageVerdict {
                 ready: false,
-                published: false,
+                published: image.spec.published,
                 reason: ImageReason::QuotaExceeded,
                 message: format!(
                     "namespace {owner} already has {used} private images, the limit is {}; delete an image or ask an administrator to raise {}",
@@ -402,10 +404,6 @@ fn judge_images(snap: &Snapshot, owner: &str, limits: &TenantLimits) -> (BTreeMa
                     super::limits::LIMIT_PRIVATE_IMAGES
                 ),
             }
-        };
-        let verdict = ImageVerdict {
-            published: image.spec.published,
-            ..verdict
         };
         verdicts.insert(entry.name.clone(), verdict);
     }
@@ -418,7 +416,7 @@ fn judge_source(snap: &Snapshot, owner: &str, image: &PrivateImage) -> ImageVerd
         ready,
         reason,
         message,
-        published: false,
+        published: image.spec.published,
     };
     let kubevirt = match snap.world {
         World::Cluster { kubevirt } => kubevirt,
@@ -786,6 +784,15 @@ pub fn share_recipients<'a>(snap: &'a Snapshot, owner: &str, share: &'a ImageSha
     out
 }
 
+/// Orders names; the evaluation's shared names are equal at the same address, unread.
+fn cmp_shared(a: &Arc<str>, b: &Arc<str>) -> std::cmp::Ordering {
+    if Arc::ptr_eq(a, b) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
+}
+
 /// Decides the state of every offered pair, then counts the states of each image's pairs.
 fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
     // Both in recipient name order: walked side by side rather than looked up per recipient.
@@ -817,8 +824,8 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
             }
         }
     }
-    // Every offered image is a shared image: counted in a list by name (its pairs share the
-    // very name, which is checked first), then made the map in one go.
+    // Every offered image is a shared image: counted in a list by name, then made the map in
+    // one go.
     let mut counts: Vec<(Arc<str>, RecipientCounts)> = eval
         .shared_images
         .iter()
@@ -826,14 +833,7 @@ fn decide_states(snap: &Snapshot, eval: &mut OwnerEval) {
         .collect();
     for offered in eval.by_recipient.iter() {
         for (image, pair) in &offered.pairs {
-            let found = counts.binary_search_by(|(name, _)| {
-                if Arc::ptr_eq(name, image) {
-                    std::cmp::Ordering::Equal
-                } else {
-                    (**name).cmp(&**image)
-                }
-            });
-            let Ok(i) = found else {
+            let Ok(i) = counts.binary_search_by(|(name, _)| cmp_shared(name, image)) else {
                 continue;
             };
             let counts = &mut counts[i].1;

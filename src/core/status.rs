@@ -15,7 +15,10 @@ use super::{
     conditions::{LIST_CAPACITY, condition, name_list, ready_conditions, write_list},
     grants::{Grant, build_grant, push_grant_name},
     limits::describe,
-    owner::{OwnerEval, REACH_BITS, Specificity, Winner, is_expired, share_reaches, share_recipients},
+    owner::{
+        ImageDescription, OwnerEval, REACH_BITS, RecipientPairs, Specificity, Winner, is_expired, share_reaches,
+        share_recipients,
+    },
     snapshot::{Entry, Snapshot},
     vocabulary::{AcceptanceReason, AccessReason, Refusal, ShareReason},
 };
@@ -452,25 +455,6 @@ pub fn offer_status(
         ..Default::default()
     };
     let mut listed_bytes = 0usize;
-    // Shares that offer something to this recipient, with when they end (`None`: never).
-    let reaching = || {
-        owner.live_shares.iter().enumerate().filter_map(|(i, share)| {
-            let reaches = if i < REACH_BITS {
-                to_me.reached_by & (1 << i) != 0
-            } else {
-                share_reaches(snap, &owner.owner, share, recipient)
-            };
-            reaches.then_some(&**share)
-        })
-    };
-    // The one share that reaches the recipient, if it is one, lists every image offered to it.
-    let only_share = {
-        let mut shares = reaching();
-        match (shares.next(), shares.next()) {
-            (Some(share), None) => Some(share),
-            _ => None,
-        }
-    };
     let mut described = owner.descriptions.iter();
     for (image, pair) in offered {
         match pair.state {
@@ -510,10 +494,7 @@ pub fn offer_status(
             os_version: description.os_version.clone(),
             architecture: description.architecture,
             disk_size_gib: description.disk_size_gib,
-            expires_at: match only_share {
-                Some(share) => share.spec.expires_at.clone(),
-                None => offer_ends(reaching(), image),
-            },
+            expires_at: offer_ends(snap, owner, to_me, description, image),
             source,
         });
     }
@@ -525,12 +506,23 @@ pub fn offer_status(
     })
 }
 
-/// When an image stops being offered through the given shares: the latest end among those
-/// that list it; `None` when one of them does not end.
-fn offer_ends<'a>(shares: impl Iterator<Item = &'a ImageShare>, image: &str) -> Option<Time> {
+/// When an image stops being offered to a recipient: the latest end among the live shares that
+/// list the image and reach the recipient; `None` when one of them does not end.
+fn offer_ends(
+    snap: &Snapshot,
+    owner: &OwnerEval,
+    to_me: &RecipientPairs,
+    description: &ImageDescription,
+    image: &str,
+) -> Option<Time> {
     let mut latest: Option<&Time> = None;
-    for share in shares {
-        if !share.spec.images.iter().any(|i| i == image) {
+    for (i, share) in owner.live_shares.iter().enumerate() {
+        let offers_it = if i < REACH_BITS {
+            to_me.reached_by & description.listed_by & (1 << i) != 0
+        } else {
+            share.spec.images.iter().any(|n| n == image) && share_reaches(snap, &owner.owner, share, &to_me.recipient)
+        };
+        if !offers_it {
             continue;
         }
         let ends = share.spec.expires_at.as_ref()?;
